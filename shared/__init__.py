@@ -1,0 +1,1 @@
+"""transferlab's domain-agnostic library: config, plugins, backbones, regimes, training, tracking."""

@@ -1,0 +1,260 @@
+"""Typed ``params.yaml``: pydantic models (``extra="forbid"``) and :func:`load_params`.
+
+Layout of ``params.yaml``::
+
+    seed: 0
+    domains: [vision, nlp]          # what ``dvc repro`` runs
+    regimes: [scratch, frozen, ...] # crossed with domains in dvc.yaml
+    <domain>:                       # one section per domain, validated by that domain's ``Params``
+      data:  {...}                  # fetch / prepare
+      model: {...}                  # extract / train (backbone, resolution, sequence length)
+      train: {...}                  # the shared training loop
+      regimes: {frozen: {...}, partial: {...}, ...}
+
+Each stage lists only the sub-sections it reads, so DVC re-runs exactly what changed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+Regime = Literal["scratch", "frozen", "partial", "full", "lora", "lp_ft", "baseline"]
+REGIMES: tuple[str, ...] = ("scratch", "frozen", "partial", "full", "lora", "lp_ft", "baseline")
+PosFloat = Annotated[float, Field(gt=0)]
+
+
+class ParamsError(ValueError):
+    """Invalid parameters; the message names the file, key and value."""
+
+
+class Strict(BaseModel):
+    """Base for every params model: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class DataParams(Strict):
+    """What ``fetch`` and ``prepare`` read. Domains subclass it to add their own keys."""
+
+    dataset: str
+    max_train_samples: int | None = Field(default=None, ge=2)
+    max_eval_samples: int | None = Field(default=None, ge=2)
+    validation_fraction: float = Field(default=0.1, gt=0, lt=0.5)
+    dedupe_across_splits: bool = False  # drop train items that duplicate a validation/test item
+    bad_images: Literal["fail", "quarantine"] = "fail"
+
+
+class ModelParams(Strict):
+    """The backbone and the input geometry it is fed."""
+
+    backbone: str
+    pretrained: bool = True
+    weights_file: str | None = None  # a local weights file for names with no offline source
+    image_size: int | None = Field(default=None, ge=8, le=1024)
+    max_length: int | None = Field(default=None, ge=8, le=4096)
+    extract_batch_size: int = Field(default=128, ge=1)
+
+
+class TrainParams(Strict):
+    """The shared training loop (AdamW + warmup + cosine, early stopping on validation)."""
+
+    epochs: int = Field(default=2, ge=1)
+    batch_size: int = Field(default=32, ge=1)
+    lr: PosFloat = 1e-3
+    backbone_lr_factor: float = Field(default=0.1, gt=0, le=1)
+    weight_decay: float = Field(default=0.01, ge=0)
+    warmup_fraction: float = Field(default=0.1, ge=0, lt=1)
+    patience: int = Field(default=3, ge=1)
+    grad_clip: float | None = Field(default=1.0, gt=0)
+    max_steps_per_epoch: int | None = Field(default=None, ge=1)
+    aux_loss_weight: float | None = Field(default=None, ge=0)
+    loss_weighting: Literal["plain", "class_weighted", "balanced_sampling"] = "plain"
+    mixed_precision: Literal["auto", "no", "bf16"] = "auto"
+    channels_last: bool | None = None
+    compile: bool = False
+    num_workers: int = Field(default=0, ge=0)
+    deterministic: bool = False
+
+
+class TrainOverrides(Strict):
+    """Per-regime overrides of :class:`TrainParams` (only the keys given are replaced)."""
+
+    epochs: int | None = Field(default=None, ge=1)
+    batch_size: int | None = Field(default=None, ge=1)
+    lr: PosFloat | None = None
+    backbone_lr_factor: float | None = Field(default=None, gt=0, le=1)
+    weight_decay: float | None = Field(default=None, ge=0)
+    warmup_fraction: float | None = Field(default=None, ge=0, lt=1)
+    patience: int | None = Field(default=None, ge=1)
+    max_steps_per_epoch: int | None = Field(default=None, ge=1)
+
+
+class ProbeParams(Strict):
+    """The frozen regime: logistic regression on cached features, C chosen on validation."""
+
+    C_grid: list[PosFloat] = Field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0], min_length=1)
+    max_iter: int = Field(default=2000, ge=10)
+
+
+class PartialParams(TrainOverrides):
+    """Partial fine-tuning: the last ``blocks`` backbone blocks and the head train."""
+
+    blocks: int = Field(default=2, ge=1)
+
+
+class LoraAdapter(Strict):
+    """A LoRA adapter (PEFT). ``target_modules`` defaults to the backbone's own choice."""
+
+    type: Literal["lora"] = "lora"
+    r: int = Field(default=8, ge=1)
+    alpha: int = Field(default=16, ge=1)
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+    target_modules: list[str] | None = None
+
+
+class LoraParams(TrainOverrides):
+    """LoRA regime: adapters + head (``modules_to_save``)."""
+
+    adapter: Annotated[LoraAdapter, Field(discriminator="type")] = Field(default_factory=LoraAdapter)
+
+
+class LpFtParams(TrainOverrides):
+    """Linear probe, then fine-tune: the head starts from the frozen probe's weights."""
+
+    probe: ProbeParams = Field(default_factory=ProbeParams)
+
+
+class BaselineParams(Strict):
+    """Classical baseline: TF-IDF (text) or raw pixels (images) + logistic regression."""
+
+    C_grid: list[PosFloat] = Field(default_factory=lambda: [0.1, 1.0, 10.0], min_length=1)
+    max_features: int = Field(default=50000, ge=10)
+    pixel_size: int = Field(default=28, ge=4, le=128)
+
+
+class RegimesParams(Strict):
+    """One sub-section per regime."""
+
+    scratch: TrainOverrides = Field(default_factory=TrainOverrides)
+    frozen: ProbeParams = Field(default_factory=ProbeParams)
+    partial: PartialParams = Field(default_factory=PartialParams)
+    full: TrainOverrides = Field(default_factory=TrainOverrides)
+    lora: LoraParams = Field(default_factory=LoraParams)
+    lp_ft: LpFtParams = Field(default_factory=LpFtParams)
+    baseline: BaselineParams = Field(default_factory=BaselineParams)
+
+
+class EvaluateParams(Strict):
+    """Evaluation: bootstrap CIs and the operating threshold for binary tasks."""
+
+    bootstrap: int = Field(default=1000, ge=0)
+    threshold: Literal["youden", "target_sensitivity", "fixed"] = "youden"
+    target_sensitivity: float = Field(default=0.9, gt=0, lt=1)
+
+
+class DomainParams(Strict):
+    """One domain's section of ``params.yaml``. Domains subclass it to narrow ``data``."""
+
+    data: DataParams
+    model: ModelParams
+    train: TrainParams = Field(default_factory=TrainParams)
+    regimes: RegimesParams = Field(default_factory=RegimesParams)
+    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+
+    def train_for(self, regime: str) -> TrainParams:
+        """The training settings of ``regime``: the domain's ``train`` with that regime's overrides."""
+        section = getattr(self.regimes, regime)
+        if not isinstance(section, TrainOverrides):
+            return self.train
+        fields = set(TrainOverrides.model_fields)
+        update = {k: v for k, v in section.model_dump(include=fields).items() if v is not None}
+        return self.train.model_copy(update=update)
+
+
+class TrackingParams(Strict):
+    """MLflow settings (the URI itself comes from ``MLFLOW_TRACKING_URI`` or the default store)."""
+
+    parent_run: bool = True
+
+
+class ProjectParams(Strict):
+    """The top level of ``params.yaml``; domain sections live in ``sections``."""
+
+    seed: int = Field(default=0, ge=0)
+    domains: list[str] = Field(min_length=1)
+    regimes: list[Regime] = Field(min_length=1)
+    tracking: TrackingParams = Field(default_factory=TrackingParams)
+    sections: dict[str, DomainParams] = Field(default_factory=dict)
+
+    def domain(self, name: str) -> DomainParams:
+        """The validated section of domain ``name``."""
+        if name not in self.sections:
+            raise ParamsError(f"params.yaml has no section '{name}' (sections: {sorted(self.sections)})")
+        return self.sections[name]
+
+
+def _format(err: ValidationError, path: Path, prefix: str) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in (prefix, *e["loc"]) if p != "")
+        value = e.get("input")
+        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        lines.append(f"  {key}: {e['msg']}{shown}")
+    return f"{path}: invalid parameters\n" + "\n".join(lines)
+
+
+def validate_section(name: str, raw: Any, path: Path | str = "params.yaml") -> DomainParams:
+    """Validate one domain section with that domain's ``Params`` model."""
+    from shared.registry import get_domain
+
+    model = get_domain(name).Params
+    try:
+        return model.model_validate(raw)
+    except ValidationError as err:
+        raise ParamsError(_format(err, Path(path), name)) from None
+
+
+def parse_params(raw: Any, path: Path | str = "params.yaml") -> ProjectParams:
+    """Validate an already-parsed params mapping (see :func:`load_params`)."""
+    from shared.registry import list_domains
+
+    path = Path(path)
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    top_keys = set(ProjectParams.model_fields) - {"sections"}
+    known = set(list_domains())
+    unknown = [k for k in raw if k not in top_keys and k not in known]
+    if unknown:
+        raise ParamsError(
+            f"{path}: unknown key(s) {unknown}; allowed: {sorted(top_keys)} or a domain section {sorted(known)}"
+        )
+    top = {k: v for k, v in raw.items() if k in top_keys}
+    sections = {k: validate_section(k, v, path) for k, v in raw.items() if k in known}
+    try:
+        params = ProjectParams.model_validate(top)
+    except ValidationError as err:
+        raise ParamsError(_format(err, path, "")) from None
+    params.sections = sections
+    missing = [d for d in params.domains if d not in known]
+    if missing:
+        raise ParamsError(f"{path}: domains {missing} are not registered; registered: {sorted(known)}")
+    unsectioned = [d for d in params.domains if d not in sections]
+    if unsectioned:
+        raise ParamsError(f"{path}: domains {unsectioned} are listed but have no section")
+    return params
+
+
+def load_params(path: Path | str = "params.yaml") -> ProjectParams:
+    """Read and validate ``params.yaml`` (``yaml.safe_load``); raise :class:`ParamsError` on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: no such params file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path}: not valid YAML: {err}") from None
+    return parse_params(raw, path)

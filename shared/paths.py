@@ -1,0 +1,61 @@
+"""Every on-disk location a stage reads or writes; mirrors ``dvc.yaml`` (one place for paths)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def root() -> Path:
+    """The project root: ``TRANSFERLAB_ROOT`` or the current directory (where DVC runs stages)."""
+    return Path(os.environ.get("TRANSFERLAB_ROOT", ".")).resolve()
+
+
+def raw_dir(domain: str) -> Path:
+    """Fetched raw files of a domain (``fetch`` out)."""
+    return root() / "data" / "raw" / domain
+
+
+def prepared_dir(domain: str) -> Path:
+    """The prepared ``DatasetDict`` (``prepare`` out)."""
+    return root() / "data" / "prepared" / domain
+
+
+def features_dir(domain: str) -> Path:
+    """Cached frozen features, one sub-folder per backbone (``extract`` out)."""
+    return root() / "data" / "features" / domain
+
+
+def model_dir(domain: str, regime: str) -> Path:
+    """Trained weights / head / adapter and the run record (``train`` out)."""
+    return root() / "models" / domain / regime
+
+
+def checkpoint_dir(domain: str, regime: str) -> Path:
+    """Resumable training checkpoints; persisted outside DVC outs so a killed stage resumes."""
+    return root() / "checkpoints" / domain / regime
+
+
+def metrics_file(domain: str, regime: str) -> Path:
+    """The evaluation metrics JSON (``evaluate`` metrics out)."""
+    return root() / "metrics" / domain / f"{regime}.json"
+
+
+def plots_dir(domain: str, regime: str) -> Path:
+    """Evaluation plots (``evaluate`` plots out)."""
+    return root() / "plots" / domain / regime
+
+
+def audit_file(domain: str) -> Path:
+    """The data audit written by ``prepare``."""
+    return root() / "reports" / "audit" / f"{domain}.json"
+
+
+def reports_dir() -> Path:
+    """The comparison report (``compare`` out)."""
+    return root() / "reports" / "comparison"
+
+
+def params_file() -> Path:
+    """``params.yaml`` at the root."""
+    return root() / "params.yaml"
