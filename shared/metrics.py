@@ -46,3 +46,13 @@ def basic_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
         "auroc": auroc(labels, probs),
         "confusion_matrix": confusion_matrix(labels, preds, labels=list(range(num_classes))).tolist(),
     }
+
+
+def evaluate_predictions(val_labels: np.ndarray, val_probs: np.ndarray, test_labels: np.ndarray,
+                         test_probs: np.ndarray, *, task: str, class_names: list[str],
+                         params: Any = None, seed: int = 0) -> dict[str, Any]:
+    """All metrics for one run: ``{"validation": {...}, "test": {...}}`` (JSON-ready)."""
+    num_classes = len(class_names)
+    check_split(val_labels, "validation", num_classes)
+    check_split(test_labels, "test", num_classes)
+    return {"validation": basic_metrics(val_labels, val_probs), "test": basic_metrics(test_labels, test_probs)}
