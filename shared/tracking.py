@@ -1,0 +1,302 @@
+"""The MLflow run context: tags, flattened params, finite metrics and an honest end status.
+
+Every run ends FINISHED (success), FAILED (an exception escaped; tag ``error``) or KILLED (SIGTERM or
+SIGINT; or, found later, a RUNNING run whose process is gone). Runs record the owning process as tags
+``pid``, ``hostname`` and ``process_start`` so :func:`reconcile_stale_runs` can tell a dead (or reused)
+pid from a live one.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import socket
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+
+import mlflow  # noqa: E402  (the variable above must be set before MLflow reads it)
+from mlflow import MlflowClient  # noqa: E402
+from mlflow.entities import ViewType  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
+from mlflow.utils.validation import MAX_TAG_VAL_LENGTH  # noqa: E402
+
+from shared import paths  # noqa: E402
+
+PID_TAG, HOST_TAG, START_TAG = "pid", "hostname", "process_start"
+_HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<project root>/mlflow.db``."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{paths.root() / 'mlflow.db'}"
+
+
+def _client() -> MlflowClient:
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(uri)
+
+
+def _experiment_id(client: MlflowClient, name: str) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name)
+    except MlflowException:  # another process created it in between
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def init_store(experiments: list[str]) -> None:
+    """Create the store (schema migration) and the experiments once, before launching parallel workers.
+
+    A fresh SQLite store raced by several processes fails during its migration; call this first.
+    """
+    client = _client()
+    for name in experiments:
+        _experiment_id(client, name)
+
+
+# --- process identity -------------------------------------------------------------------------
+
+
+def _process_start(pid: int) -> str | None:
+    """A boot-unique start stamp of ``pid`` (Linux ``/proc``); None if unknown or not running."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+    if fields[0] == "Z":  # a zombie has exited
+        return None
+    return f"{boot_id}:{fields[19]}"  # field 22 of stat: start time in clock ticks since boot
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return not Path("/proc").is_dir() or _process_start(pid) is not None
+
+
+def _owner_tags() -> dict[str, str]:
+    pid = os.getpid()
+    return {PID_TAG: str(pid), HOST_TAG: socket.gethostname(), START_TAG: _process_start(pid) or ""}
+
+
+def _is_stale(tags: Mapping[str, str]) -> bool:
+    if tags.get(HOST_TAG) != socket.gethostname() or not tags.get(PID_TAG, "").isdigit():
+        return False  # another host's run, or not one of ours: cannot judge
+    pid = int(tags[PID_TAG])
+    if not _pid_alive(pid):
+        return True
+    recorded = tags.get(START_TAG)
+    return bool(recorded) and _process_start(pid) not in (None, recorded)
+
+
+def reconcile_stale_runs() -> list[str]:
+    """Mark RUNNING runs of this host whose process is dead (or whose pid was reused) as KILLED.
+
+    Returns the ids of the runs it fixed.
+    """
+    client = _client()
+    exp_ids = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
+    fixed: list[str] = []
+    if not exp_ids:
+        return fixed
+    token = None
+    while True:
+        page = client.search_runs(
+            exp_ids, "attributes.status = 'RUNNING'", ViewType.ALL, max_results=1000, page_token=token
+        )
+        for run in page:
+            if _is_stale(run.data.tags):
+                run_id = run.info.run_id
+                client.set_tag(run_id, "end_reason", f"stale: process {run.data.tags[PID_TAG]} is gone")
+                client.set_terminated(run_id, status="KILLED")
+                fixed.append(run_id)
+        token = page.token
+        if not token:
+            return fixed
+
+
+# --- params and metrics ------------------------------------------------------------------------
+
+
+def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Flatten nested mappings to ``{"a.b.c": "value"}`` with string values (MLflow params)."""
+    flat: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten_params(value, prefix=f"{name}."))
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
+    """Log finite metrics to the active run; raise ``ValueError`` naming the key of a NaN/inf value.
+
+    Nothing is logged if any value is not finite (MLflow would store inf as 1.797e308).
+    """
+    if mlflow.active_run() is None:
+        raise RuntimeError("log_metrics needs an active run: call it inside tracked_run()")
+    values = {key: float(value) for key, value in metrics.items()}
+    bad = [key for key, value in values.items() if not math.isfinite(value)]
+    if bad:
+        raise ValueError(f"non-finite metric(s) {', '.join(f'{k}={values[k]}' for k in bad)}: not logged")
+    mlflow.log_metrics(values, step=step)
+
+
+# --- the run context ---------------------------------------------------------------------------
+
+
+class _Interrupted(BaseException):
+    """Raised by our signal handler inside the ``with`` body; carries the signal number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class _SignalGuard:
+    """Turn SIGTERM/SIGINT into ``_Interrupted`` while the run is open; defer them while it ends."""
+
+    def __init__(self) -> None:
+        self.previous: dict[int, Any] = {}
+        self.ending = False
+        self.pending: int | None = None
+
+    def handler(self, signum: int, frame: FrameType | None) -> None:
+        if self.ending:
+            self.pending = signum
+        else:
+            raise _Interrupted(signum)
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # only the main thread may install handlers
+        for sig in _HANDLED_SIGNALS:
+            self.previous[sig] = signal.signal(sig, self.handler)
+
+    def restore(self) -> None:
+        for sig, prev in self.previous.items():
+            signal.signal(sig, prev)
+
+    def outermost(self) -> bool:
+        """True unless an enclosing ``tracked_run`` installed the handlers we replaced."""
+        return not any(isinstance(getattr(p, "__self__", None), _SignalGuard) for p in self.previous.values())
+
+
+def _signal_exit(signum: int) -> BaseException:
+    """The default outcome of a signal we intercepted: ``KeyboardInterrupt`` or exit ``128 + signum``."""
+    return KeyboardInterrupt() if signum == signal.SIGINT else SystemExit(128 + signum)
+
+
+def _end_run(client: MlflowClient, run_id: str, status: str, tags: dict[str, str]) -> None:
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value[:MAX_TAG_VAL_LENGTH])
+    active = mlflow.active_run()
+    if active is not None and active.info.run_id == run_id:
+        mlflow.end_run(status=status)
+    else:  # the body left another run on the stack: still end ours honestly
+        client.set_terminated(run_id, status=status)
+
+
+def _ending_for(exc: BaseException) -> tuple[str, dict[str, str]]:
+    """The end status and explanatory tags for an exception leaving the run."""
+    if isinstance(exc, _Interrupted):
+        return "KILLED", {"end_reason": signal.Signals(exc.signum).name}
+    if isinstance(exc, KeyboardInterrupt):
+        return "KILLED", {"end_reason": "KeyboardInterrupt"}
+    if isinstance(exc, SystemExit) and exc.code in (0, None):
+        return "FINISHED", {}
+    return "FAILED", {"error": f"{type(exc).__name__}: {exc}"}
+
+
+@contextmanager
+def tracked_run(
+    experiment: str,
+    run_name: str,
+    *,
+    tags: dict[str, str],
+    params: dict | None = None,
+    run_id: str | None = None,
+    parent_run_id: str | None = None,
+    nested: bool = False,
+) -> Iterator[mlflow.ActiveRun]:
+    """Open (or resume, with ``run_id``) an MLflow run that always ends with an honest status.
+
+    FINISHED on success, FAILED on an exception (tag ``error`` = type and message), KILLED on
+    SIGTERM/SIGINT, after which the default behaviour follows (exit ``128 + signum``, or
+    ``KeyboardInterrupt``). Stale RUNNING runs of dead processes are marked KILLED first. Signal
+    handlers are installed only from the main thread and restored on exit. ``params`` are flattened
+    with dotted keys; a resumed run must not be given different values for params it already has.
+    """
+    client = _client()
+    reconcile_stale_runs()
+    exp_id = _experiment_id(client, experiment)
+    owner = _owner_tags()
+    if run_id is not None:
+        existing = client.get_run(run_id)
+        if existing.info.experiment_id != exp_id:
+            raise ValueError(
+                f"run {run_id} belongs to experiment {existing.info.experiment_id}, not {experiment!r}"
+            )
+        for key, value in owner.items():  # claim it before it turns RUNNING, so nobody reconciles it
+            client.set_tag(run_id, key, value)
+    guard = _SignalGuard()
+    guard.install()
+    outermost = guard.outermost()
+    current: str | None = None  # our run while it still needs an end status
+    try:
+        active = mlflow.start_run(
+            run_id=run_id,
+            experiment_id=None if run_id else exp_id,
+            run_name=run_name,
+            nested=nested,
+            parent_run_id=parent_run_id,
+            tags={**tags, **owner},
+        )
+        current = active.info.run_id
+        try:
+            if params:
+                mlflow.log_params(flatten_params(params))
+            yield active
+        except BaseException as exc:
+            guard.ending = True  # a signal now is deferred until the status is written
+            _end_run(client, current, *_ending_for(exc))
+            current = None
+            raise
+        guard.ending = True
+        _end_run(client, current, "FINISHED", {})
+        current = None
+    except _Interrupted as exc:
+        guard.ending = True
+        if current is not None:  # the signal came between the body and its end status
+            _end_run(client, current, *_ending_for(exc))
+        if outermost:
+            guard.restore()
+            raise _signal_exit(exc.signum) from None
+        raise  # an enclosing tracked_run marks its own run KILLED, then exits
+    finally:
+        guard.restore()
+        if guard.pending is not None:
+            if outermost:
+                raise _signal_exit(guard.pending)
+            signal.raise_signal(guard.pending)  # hand it to the enclosing tracked_run's handler
