@@ -1,3 +1,3 @@
 """Built-in domains; importing this package registers them (folder name == registry key == params key)."""
 
-from domains import nlp, vision  # noqa: F401
+from domains import dermatology, ehr, nlp, vision, xray  # noqa: F401
