@@ -258,3 +258,14 @@ def load_params(path: Path | str = "params.yaml") -> ProjectParams:
     except yaml.YAMLError as err:
         raise ParamsError(f"{path}: not valid YAML: {err}") from None
     return parse_params(raw, path)
+
+
+def materialize(params: ProjectParams) -> dict[str, Any]:
+    """Every key with its effective value (defaults filled in), as ``params.yaml`` would spell it.
+
+    DVC tracks the params a stage lists by key, so a file written from this has every key a stage names.
+    """
+    out: dict[str, Any] = params.model_dump(mode="json", exclude={"sections"})
+    for name, section in params.sections.items():
+        out[name] = section.model_dump(mode="json")
+    return out

@@ -52,8 +52,8 @@ def audit_file(domain: str) -> Path:
 
 
 def reports_dir() -> Path:
-    """The comparison report (``compare`` out)."""
-    return root() / "reports" / "comparison"
+    """Where ``compare`` writes its files (``comparison.*``) and ``prepare`` its audits (``audit/``)."""
+    return root() / "reports"
 
 
 def params_file() -> Path:

@@ -1,0 +1,96 @@
+"""The ``transferlab`` command: ``domains``, ``run``, ``compare``, ``ui``, ``arch``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+
+from shared import paths
+
+
+def cmd_domains(_: argparse.Namespace) -> int:
+    """List the registered domains."""
+    from shared.registry import get_domain, list_domains
+
+    for name in list_domains():
+        cls = get_domain(name)
+        print(f"{name:14s} {cls.modality:6s} {cls.task:11s} datasets: {', '.join(cls.datasets)}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """One (domain, regime) outside DVC, through the same stage code (missing inputs are built first)."""
+    from pipelines import evaluate, extract, fetch, prepare, train
+
+    common = ["--domain", args.domain] + (["--params", args.params] if args.params else [])
+    if not paths.raw_dir(args.domain).exists():
+        fetch.main(common)
+    if not paths.prepared_dir(args.domain).exists():
+        prepare.main(common)
+    if args.regime in ("frozen", "lp_ft") and not paths.features_dir(args.domain).exists():
+        extract.main(common)
+    train.main(common + ["--regime", args.regime])
+    return evaluate.main(common + ["--regime", args.regime])
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Rebuild the comparison report."""
+    from pipelines import compare
+
+    return compare.main(["--params", args.params] if args.params else [])
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    """Start the MLflow UI on the project's store (localhost only unless --host says otherwise)."""
+    from shared.tracking import tracking_uri
+
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri(),
+           "--host", args.host, "--port", str(args.port)]
+    print(" ".join(cmd))
+    return subprocess.call(cmd, env=os.environ.copy())
+
+
+def cmd_arch(args: argparse.Namespace) -> int:
+    """Architecture report (parameters, MACs, Inception 1x1-reduction savings)."""
+    from pipelines import arch
+
+    return arch.main(args.rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (sub-commands)."""
+    parser = argparse.ArgumentParser(prog="transferlab", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("domains", help="list registered domains").set_defaults(func=cmd_domains)
+    run = sub.add_parser("run", help="one (domain, regime) outside DVC")
+    run.add_argument("domain")
+    run.add_argument("--regime", required=True)
+    run.add_argument("--params", default=None)
+    run.set_defaults(func=cmd_run)
+    compare = sub.add_parser("compare", help="rebuild the comparison report")
+    compare.add_argument("--params", default=None)
+    compare.set_defaults(func=cmd_compare)
+    ui = sub.add_parser("ui", help="MLflow UI on the project's store")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.set_defaults(func=cmd_ui)
+    arch = sub.add_parser("arch", help="architecture report", add_help=False)
+    arch.add_argument("rest", nargs=argparse.REMAINDER)
+    arch.set_defaults(func=cmd_arch)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``transferlab`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (KeyError, ValueError, FileNotFoundError) as err:
+        print(f"transferlab: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,69 @@
+"""Stage ``evaluate@DOMAIN-REGIME``: metrics (with CIs and clinical operating points where they apply),
+plots, and the metrics JSON; everything is logged to the regime's MLflow run."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import mlflow
+from datasets import load_from_disk
+
+from shared import paths
+from shared.atomic import write_json
+from shared.metrics import evaluate_predictions
+from shared.plots import save_confusion_matrix, save_evaluation_plots
+from shared.predictions import Predictions
+from shared.tracking import log_metrics, tracked_run
+from pipelines.common import parse_stage, staged_output
+
+SUMMARY_KEYS = ("trainable_params", "total_params", "train_seconds", "peak_memory_mb", "train_samples_per_second")
+
+
+def scalar_metrics(split: str, metrics: dict[str, Any]) -> dict[str, float]:
+    """Flat ``<split>_<name>`` numbers for MLflow (lists and nested objects stay in the JSON)."""
+    out = {}
+    for key, value in metrics.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[f"{split}_{key}"] = float(value)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the stage."""
+    stage = parse_stage(argv, __doc__ or "", with_regime=True)
+    domain, regime = stage.domain, stage.regime or ""
+    model_dir = paths.model_dir(domain.name, regime)
+    info = json.loads((model_dir / "run.json").read_text())
+    preds = Predictions.load(model_dir / "predictions.safetensors")
+    class_names = load_from_disk(str(paths.prepared_dir(domain.name) / "test")).features["label"].names
+    result = evaluate_predictions(preds.val_labels, preds.val_probs, preds.test_labels, preds.test_probs,
+                                  task=domain.task, class_names=class_names, params=stage.dp.evaluate,
+                                  seed=stage.params.seed)
+    metrics = {
+        "domain": domain.name, "regime": regime, "backbone": stage.dp.model.backbone,
+        "dataset": stage.dp.data.dataset, "task": domain.task, "primary_metric": domain.primary_metric,
+        "class_names": class_names, **{k: info.get(k) for k in SUMMARY_KEYS},
+        "run_id": info["run_id"], **result,
+    }
+    with staged_output(paths.plots_dir(domain.name, regime)) as plots:
+        figures = [save_confusion_matrix(result["test"]["confusion_matrix"], class_names,
+                                         plots / "confusion_matrix.png", f"{domain.name} / {regime} (test)")]
+        figures += save_evaluation_plots(preds.test_labels, preds.test_probs, domain.task, class_names, plots,
+                                         threshold=result["test"].get("threshold"))
+        write_json(paths.metrics_file(domain.name, regime), metrics)
+        with tracked_run(domain.name, f"{domain.name}-{regime}", tags=stage.tags("evaluate"),
+                         run_id=info["run_id"]):
+            log_metrics({**scalar_metrics("test", result["test"]), **scalar_metrics("val", result["validation"]),
+                         **{k: float(info[k]) for k in SUMMARY_KEYS if info.get(k) is not None}})
+            mlflow.log_artifact(str(paths.metrics_file(domain.name, regime)))
+            for figure in figures:
+                mlflow.log_artifact(str(figure), artifact_path="plots")
+            mlflow.log_artifact(str(model_dir / "weights.safetensors"), artifact_path="model")
+    print(f"{domain.name}/{regime}: test " + ", ".join(
+        f"{k}={result['test'][k]:.4f}" for k in ("accuracy", "macro_f1", "auroc") if k in result["test"]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,41 @@
+"""Backbones behind one small interface.
+
+Every model built here is an ``nn.Module`` with:
+``forward(inputs) -> logits`` (a tuple ``(logits, *aux)`` in training mode for models with auxiliary
+heads), ``features(inputs) -> (B, F)`` pooled pre-logit features, ``head`` (the Linear classifier),
+``head_name`` (its module path, for PEFT ``modules_to_save``), ``blocks()`` (backbone parameter names
+grouped input side first, for partial fine-tuning) and ``lora_targets()``.
+Images enter as uint8 tensors (B, 3, H, W); text as a tokenizer batch.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from shared.backbones.image import ImageClassifier
+from shared.backbones.text import TextClassifier, load_tokenizer
+from shared.backbones.weights import WeightsUnavailableError
+from shared.config import ModelParams
+
+__all__ = ["ImageClassifier", "TextClassifier", "WeightsUnavailableError", "build_model", "load_tokenizer"]
+
+
+def build_model(params: ModelParams, modality: str, num_classes: int, *, pretrained: bool,
+                aux_logits: bool = False) -> nn.Module:
+    """Create the classifier for ``modality`` (``pretrained`` and ``params.pretrained`` must both hold)."""
+    use_pretrained = pretrained and params.pretrained
+    if modality == "image":
+        _register_project_models()
+        kwargs = {"aux_logits": True} if aux_logits else {}
+        return ImageClassifier(params, num_classes, use_pretrained, **kwargs)
+    if modality == "text":
+        return TextClassifier(params, num_classes, use_pretrained)
+    raise ValueError(f"unknown modality '{modality}'; expected 'image' or 'text'")
+
+
+def _register_project_models() -> None:
+    """Import the project's own timm models (GoogLeNet) so timm's registry knows them."""
+    try:
+        import shared.backbones.googlenet  # noqa: F401
+    except ImportError:
+        pass

@@ -1,0 +1,90 @@
+"""timm image backbones behind the small classifier interface (see :mod:`shared.backbones`)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import timm
+import torch
+from timm.models import group_parameters
+from torch import nn
+
+from shared.backbones.weights import OFFLINE_IMAGE_WEIGHTS, WeightsUnavailableError
+from shared.config import ModelParams
+
+log = logging.getLogger(__name__)
+
+
+def _pretrained_kwargs(params: ModelParams) -> dict[str, Any]:
+    if params.weights_file:
+        return {"pretrained": True, "pretrained_cfg_overlay": {"file": params.weights_file}}
+    offline = OFFLINE_IMAGE_WEIGHTS.get(params.backbone)
+    if offline is not None:
+        return {"pretrained": True, "pretrained_cfg_overlay": {"file": str(offline())}}
+    return {"pretrained": True}
+
+
+class ImageClassifier(nn.Module):
+    """A timm model fed uint8 images (B, 3, H, W); normalisation follows the backbone's data config."""
+
+    modality = "image"
+
+    def __init__(self, params: ModelParams, num_classes: int, pretrained: bool, **model_kwargs: Any) -> None:
+        super().__init__()
+        if params.backbone not in timm.list_models():
+            raise ValueError(f"unknown timm backbone '{params.backbone}'; e.g. {timm.list_models('*lite*')[:5]} "
+                             f"(timm.list_models() lists all {len(timm.list_models())})")
+        kwargs: dict[str, Any] = {"num_classes": num_classes, **model_kwargs}
+        if pretrained:
+            kwargs.update(_pretrained_kwargs(params))
+        try:
+            self.model = timm.create_model(params.backbone, **kwargs)
+        except (OSError, RuntimeError, ValueError) as err:
+            if not pretrained:
+                raise
+            raise WeightsUnavailableError(
+                f"pretrained weights for '{params.backbone}' cannot be had ({type(err).__name__}: {err}); "
+                "set model.weights_file to a local file, or model.pretrained: false for random init"
+            ) from None
+        config = timm.data.resolve_model_data_config(self.model)
+        self.image_size = params.image_size or int(config["input_size"][-1])
+        self.register_buffer("mean", torch.tensor(config["mean"]).view(1, 3, 1, 1) * 255, persistent=False)
+        self.register_buffer("std", torch.tensor(config["std"]).view(1, 3, 1, 1) * 255, persistent=False)
+        self.head_name = "model." + self.model.pretrained_cfg.get("classifier", "classifier")
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (or float 0-255) images -> normalised float input."""
+        return (images.float() - self.mean) / self.std
+
+    def forward(self, images: torch.Tensor) -> Any:
+        """Logits; in training mode a model with auxiliary heads returns ``(logits, *aux_logits)``."""
+        return self.model(self.normalize(images))
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """Pooled pre-logit features (B, num_features)."""
+        return self.model.forward_head(self.model.forward_features(self.normalize(images)), pre_logits=True)
+
+    @property
+    def head(self) -> nn.Module:
+        """The classification head (a Linear layer)."""
+        return self.model.get_classifier()
+
+    def blocks(self) -> list[list[str]]:
+        """Backbone parameter names grouped into blocks, input side first (timm ``group_matcher``)."""
+        groups = group_parameters(self.model, self.model.group_matcher(coarse=True))
+        head = {n for n, _ in self.model.get_classifier().named_parameters()}
+        head_prefix = self.head_name.removeprefix("model.") + "."
+        out = []
+        for names in groups.values():
+            kept = [f"model.{n}" for n in names if not n.startswith(head_prefix) and n not in head]
+            if kept:
+                out.append(kept)
+        return out
+
+    def lora_targets(self) -> list[str]:
+        """Default LoRA targets: every 1x1 (pointwise) convolution and Linear layer except the head."""
+        head = self.model.get_classifier()
+        return [f"model.{n}" for n, m in self.model.named_modules()
+                if m is not head and (isinstance(m, nn.Linear)
+                                      or (isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.groups == 1))]

@@ -1,0 +1,101 @@
+"""Model-ready inputs from a prepared split: images decoded once to a uint8 tensor at the backbone's
+resolution (normalisation runs on the device, inside the model), text tokenised once by the
+backbone's tokenizer and padded per batch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import Dataset
+from PIL import Image
+from torch.utils.data import DataLoader, WeightedRandomSampler
+from torch.utils.data import Dataset as TorchDataset
+
+from shared.images import decode_image
+
+
+class ImageTensors(TorchDataset):
+    """(uint8 image (3, S, S), label) pairs held in memory; optional horizontal-flip augmentation."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, augment: bool = False) -> None:
+        self.images, self.labels, self.augment = images, labels, augment
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = self.images[i]
+        if self.augment and torch.rand(()) < 0.5:
+            image = image.flip(-1)
+        return image, self.labels[i]
+
+
+class TextTokens(TorchDataset):
+    """Pre-tokenised sentences (lists of ids) and labels."""
+
+    def __init__(self, encodings: dict[str, list[list[int]]], labels: torch.Tensor) -> None:
+        self.encodings, self.labels = encodings, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item: dict[str, Any] = {k: v[i] for k, v in self.encodings.items()}
+        item["labels"] = int(self.labels[i])
+        return item
+
+
+def decode_images(split: Dataset, size: int) -> torch.Tensor:
+    """Decode every image of ``split`` fully, as RGB, resized to ``size`` x ``size`` (bicubic)."""
+    out = torch.empty((len(split), 3, size, size), dtype=torch.uint8)
+    images = split.cast_column("image", split.features["image"].__class__(decode=False))["image"]
+    for i, item in enumerate(images):
+        img = decode_image(item["bytes"] if item.get("bytes") else item["path"], name=item.get("path"))
+        if img.size != (size, size):
+            img = img.resize((size, size), Image.Resampling.BICUBIC)
+        out[i] = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
+    return out
+
+
+def labels_of(split: Dataset) -> torch.Tensor:
+    """The ``label`` column as an int64 tensor."""
+    return torch.tensor(list(split["label"]), dtype=torch.long)
+
+
+def make_dataset(split: Dataset, model: Any, *, tokenizer: Any = None, max_length: int | None = None,
+                 augment: bool = False) -> TorchDataset:
+    """A torch dataset of model inputs for ``split`` (see the module docstring)."""
+    labels = labels_of(split)
+    if "image" in split.column_names:
+        return ImageTensors(decode_images(split, model.image_size), labels, augment=augment)
+    encodings = tokenizer(list(split["text"]), truncation=True, max_length=max_length)
+    keep = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encodings]
+    return TextTokens({k: encodings[k] for k in keep}, labels)
+
+
+def make_loader(dataset: TorchDataset, batch_size: int, *, tokenizer: Any = None, shuffle: bool = False,
+                generator: torch.Generator | None = None, sample_weights: torch.Tensor | None = None,
+                num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
+    """A DataLoader; text batches are padded per batch with the tokenizer."""
+    collate = None
+    if isinstance(dataset, TextTokens):
+        from transformers import DataCollatorWithPadding
+
+        collate = DataCollatorWithPadding(tokenizer)
+    sampler = None
+    if sample_weights is not None:
+        sampler = WeightedRandomSampler(sample_weights.double(), len(sample_weights), generator=generator)
+        shuffle = False
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler, generator=generator,
+                      collate_fn=collate, num_workers=num_workers, pin_memory=pin_memory,
+                      persistent_workers=num_workers > 0)
+
+
+def split_batch(batch: Any) -> tuple[Any, torch.Tensor]:
+    """(inputs, labels) from an image ``(x, y)`` or a text dict batch."""
+    if isinstance(batch, (list, tuple)):
+        return batch[0], batch[1]
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    return inputs, batch["labels"]
