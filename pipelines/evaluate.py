@@ -17,6 +17,7 @@ from shared.predictions import Predictions
 from shared.tracking import log_metrics, tracked_run
 from pipelines.common import parse_stage, staged_output
 
+BASELINE_MODELS = {"text": "tfidf+logreg", "image": "pixels+logreg"}
 SUMMARY_KEYS = ("trainable_params", "total_params", "train_seconds", "peak_memory_mb", "train_samples_per_second")
 
 
@@ -41,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
                                   task=domain.task, class_names=class_names, params=stage.dp.evaluate,
                                   seed=stage.params.seed)
     metrics = {
-        "domain": domain.name, "regime": regime, "backbone": stage.dp.model.backbone,
+        "domain": domain.name, "regime": regime,
+        "backbone": stage.dp.model.backbone if regime != "baseline" else BASELINE_MODELS[domain.modality],
         "dataset": stage.dp.data.dataset, "task": domain.task, "primary_metric": domain.primary_metric,
         "class_names": class_names, **{k: info.get(k) for k in SUMMARY_KEYS},
         "run_id": info["run_id"], **result,
@@ -59,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
             mlflow.log_artifact(str(paths.metrics_file(domain.name, regime)))
             for figure in figures:
                 mlflow.log_artifact(str(figure), artifact_path="plots")
-            mlflow.log_artifact(str(model_dir / "weights.safetensors"), artifact_path="model")
+            if (model_dir / "weights.safetensors").is_file():  # the classical baseline keeps no weights
+                mlflow.log_artifact(str(model_dir / "weights.safetensors"), artifact_path="model")
     print(f"{domain.name}/{regime}: test " + ", ".join(
         f"{k}={result['test'][k]:.4f}" for k in ("accuracy", "macro_f1", "auroc") if k in result["test"]))
     return 0

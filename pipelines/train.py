@@ -69,10 +69,14 @@ def train_baseline(stage: Stage, dd: DatasetDict, out: Path) -> tuple[Prediction
     from shared.baseline import fit_baseline
 
     weighting = None if stage.dp.train.loss_weighting == "plain" else "balanced"
+    t0 = time.perf_counter()
     val_probs, test_probs = fit_baseline(dd, stage.domain.modality, stage.dp.regimes.baseline,
                                          stage.params.seed, weighting)
+    seconds = time.perf_counter() - t0
     labels = {s: np.asarray(dd[s]["label"], dtype=np.int64) for s in ("validation", "test")}
-    return Predictions(val_probs, labels["validation"], test_probs, labels["test"]), {}
+    return Predictions(val_probs, labels["validation"], test_probs, labels["test"]), {
+        "train_seconds": seconds, "train_samples_per_second": len(dd["train"]) / seconds,
+        "peak_memory_mb": peak_memory_mb(torch.device("cpu"))}
 
 
 def checkpoint_dir(stage: Stage) -> Path:
