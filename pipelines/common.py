@@ -16,8 +16,8 @@ from pathlib import Path
 from shared import paths
 from shared.config import DomainParams, ProjectParams, load_params
 from shared.domain import Domain
-from shared.registry import get_domain
 from shared.regimes import get_regime
+from shared.registry import get_domain
 
 
 @dataclass

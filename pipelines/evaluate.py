@@ -9,13 +9,13 @@ from typing import Any
 import mlflow
 from datasets import load_from_disk
 
+from pipelines.common import parse_stage, staged_output
 from shared import paths
 from shared.atomic import write_json
 from shared.metrics import evaluate_predictions
 from shared.plots import save_confusion_matrix, save_evaluation_plots
 from shared.predictions import Predictions
 from shared.tracking import log_metrics, tracked_run
-from pipelines.common import parse_stage, staged_output
 
 BASELINE_MODELS = {"text": "tfidf+logreg", "image": "pixels+logreg"}
 SUMMARY_KEYS = ("trainable_params", "total_params", "train_seconds", "peak_memory_mb", "train_samples_per_second")

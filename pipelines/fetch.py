@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from shared import paths
 from pipelines.common import parse_stage, staged_output
+from shared import paths
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,7 @@ from datasets import DatasetDict, load_from_disk
 from safetensors.numpy import save_file as save_numpy
 from safetensors.torch import save_file as save_torch
 
+from pipelines.common import Stage, parse_stage, staged_output
 from shared import paths
 from shared.atomic import write_json
 from shared.backbones import build_model, load_tokenizer
@@ -27,7 +28,6 @@ from shared.predictions import Predictions
 from shared.regimes import count_parameters, get_regime, init_head_from_probe, setup_regime
 from shared.tracking import init_store, log_metrics, tracked_run
 from shared.training import fit, make_accelerator, peak_memory_mb, predict
-from pipelines.common import Stage, parse_stage, staged_output
 
 
 def class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
