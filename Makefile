@@ -14,7 +14,7 @@ test:
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PYTHON) -m pytest -q -m "not slow and not gpu and not network"
 
 test-slow:
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PYTHON) -m pytest -q -m "slow and not gpu and not network"
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PYTHON) -m pytest -q -m "slow and not gpu and not network" || [ $$? -eq 5 ]
 
 lint:
 	ruff check .

@@ -124,3 +124,13 @@ def resolve(remote: RemoteFile, dest: Path, *, package: Callable[[], Path | None
         except (OSError, SourceError) as err:
             attempts.append(f"download failed: {err}")
     raise SourceError(f"cannot obtain {remote.describe()}: " + "; ".join(attempts))
+
+
+def package_file(package: str, *parts: str) -> Path | None:
+    """A data file shipped inside an installed package, found without importing it (None if absent)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        return None
+    return Path(spec.origin).parent.joinpath(*parts)

