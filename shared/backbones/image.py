@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
+import os
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import timm
 import torch
@@ -14,6 +18,33 @@ from shared.backbones.weights import OFFLINE_IMAGE_WEIGHTS, WeightsUnavailableEr
 from shared.config import ModelParams
 
 log = logging.getLogger(__name__)
+OFFLINE_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+TRUTHY = {"1", "ON", "YES", "TRUE"}
+HUB_FILENAMES = ("model.safetensors", "pytorch_model.bin")
+
+
+def hub_offline() -> bool:
+    """``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE`` as set *now* (huggingface_hub reads them only at import)."""
+    return any(os.environ.get(var, "").strip().upper() in TRUTHY for var in OFFLINE_ENV)
+
+
+def cached_weights(name: str) -> str | None:
+    """A local copy of ``name``'s default pretrained weights (HF hub or torch hub cache), or None."""
+    cfg = timm.models.get_pretrained_cfg(name)
+    if cfg is None:
+        return None
+    if cfg.hf_hub_id:
+        from huggingface_hub import try_to_load_from_cache
+
+        for filename in [cfg.hf_hub_filename] if cfg.hf_hub_filename else HUB_FILENAMES:
+            path = try_to_load_from_cache(cfg.hf_hub_id, filename)
+            if isinstance(path, str):
+                return path
+    if cfg.url:
+        path = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(cfg.url).path).name
+        if path.is_file():
+            return str(path)
+    return None
 
 
 def _pretrained_kwargs(params: ModelParams) -> dict[str, Any]:
@@ -22,6 +53,16 @@ def _pretrained_kwargs(params: ModelParams) -> dict[str, Any]:
     offline = OFFLINE_IMAGE_WEIGHTS.get(params.backbone)
     if offline is not None:
         return {"pretrained": True, "pretrained_cfg_overlay": {"file": str(offline())}}
+    if hub_offline():
+        # decide before timm asks the hub: it would retry for a minute without a network
+        cached = cached_weights(params.backbone)
+        if cached is None:
+            raise WeightsUnavailableError(
+                f"pretrained weights for '{params.backbone}' are not available offline (HF_HUB_OFFLINE is set "
+                "and no local copy is cached); set model.weights_file to a local weights file, or "
+                "model.pretrained: false for random init"
+            )
+        return {"pretrained": True, "pretrained_cfg_overlay": {"file": cached}}
     return {"pretrained": True}
 
 
@@ -32,9 +73,13 @@ class ImageClassifier(nn.Module):
 
     def __init__(self, params: ModelParams, num_classes: int, pretrained: bool, **model_kwargs: Any) -> None:
         super().__init__()
-        if params.backbone not in timm.list_models():
-            raise ValueError(f"unknown timm backbone '{params.backbone}'; e.g. {timm.list_models('*lite*')[:5]} "
-                             f"(timm.list_models() lists all {len(timm.list_models())})")
+        names = timm.list_models()
+        if params.backbone not in names:
+            close = difflib.get_close_matches(params.backbone, names, n=5, cutoff=0.6)
+            examples = close or sorted(OFFLINE_IMAGE_WEIGHTS)
+            raise ValueError(f"unknown timm backbone '{params.backbone}'; e.g. {examples} "
+                             f"(offline pretrained weights: {sorted(OFFLINE_IMAGE_WEIGHTS)}; "
+                             f"timm.list_models() lists all {len(names)})")
         kwargs: dict[str, Any] = {"num_classes": num_classes, **model_kwargs}
         if pretrained:
             kwargs.update(_pretrained_kwargs(params))
