@@ -1,5 +1,15 @@
 """Stage ``train@DOMAIN-REGIME``: fit one regime, keep the best-validation weights, and write
-validation/test probabilities for ``evaluate``. One MLflow run per (domain, regime)."""
+validation/test probabilities for ``evaluate``. One MLflow run per (domain, regime).
+
+Runs unchanged on several processes (DDP)::
+
+    accelerate launch --multi_gpu --num_processes 2 -m pipelines.train --domain vision --regime full
+
+(on a machine without CUDA this trains on the CPU with the gloo backend; ``torchrun --nproc_per_node 2 -m
+pipelines.train ...`` does the same). Every process trains; only the main one opens the MLflow run, logs,
+and writes the stage's outputs. Regimes that fit scikit-learn models (frozen, baseline) run on the main
+process alone.
+"""
 
 from __future__ import annotations
 
@@ -27,7 +37,7 @@ from shared.features import FeatureCache, Probe, fit_probe
 from shared.predictions import Predictions
 from shared.regimes import count_parameters, get_regime, init_head_from_probe, setup_regime
 from shared.tracking import init_store, log_metrics, tracked_run
-from shared.training import fit, make_accelerator, peak_memory_mb, predict
+from shared.training import distributed_state, fit, make_accelerator, peak_memory_mb, predict, use_channels_last
 
 
 def class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -89,8 +99,11 @@ def checkpoint_dir(stage: Stage) -> Path:
     return paths.checkpoint_dir(stage.domain.name, stage.regime or "") / digest
 
 
-def train_network(stage: Stage, dd: DatasetDict, out: Path) -> tuple[Predictions, dict[str, Any]]:
-    """scratch / partial / full / lora / lp_ft through the shared training loop."""
+def train_network(stage: Stage, dd: DatasetDict, out: Path | None) -> tuple[Predictions, dict[str, Any]]:
+    """scratch / partial / full / lora / lp_ft through the shared training loop.
+
+    Every process of a DDP launch runs this; only the main one (``out`` given) writes weights.
+    """
     regime, dp = stage.regime or "", stage.dp
     train = dp.train_for(regime)
     generator = seed_everything(stage.params.seed, deterministic=train.deterministic)
@@ -127,27 +140,35 @@ def train_network(stage: Stage, dd: DatasetDict, out: Path) -> tuple[Predictions
                  class_weights=loss_weights, checkpoint_dir=ckpt, on_epoch=on_epoch, generator=generator,
                  seed=stage.params.seed)
     val_loader = accelerator.prepare(make_loader(datasets["validation"], train.batch_size * 2, **loader_kw))
-    val_probs, val_labels, _ = predict(model, val_loader, accelerator)
-    test_probs, test_labels, _ = predict(model, test_loader, accelerator)
+    channels_last = use_channels_last(train, model, accelerator.device)
+    val_probs, val_labels, _ = predict(model, val_loader, accelerator, channels_last)
+    test_probs, test_labels, _ = predict(model, test_loader, accelerator, channels_last)
     model = accelerator.unwrap_model(model)
     trainable, total = count_parameters(model)
     names = {n for n, p in model.named_parameters() if p.requires_grad} | {n for n, _ in model.named_buffers()}
     kept = {k: v.contiguous() for k, v in result.best_state.items() if k in names}
-    if accelerator.is_main_process:
+    if out is not None and accelerator.is_main_process:
         save_torch(kept, str(out / "weights.safetensors"), metadata={"regime": regime, "contents":
                                                                      "trainable parameters and buffers"})
-    shutil.rmtree(ckpt, ignore_errors=True)
+    accelerator.wait_for_everyone()  # nobody still reads the checkpoints
+    if accelerator.is_main_process:
+        shutil.rmtree(ckpt, ignore_errors=True)
     info.update(trainable_params=trainable, total_params=total, train_seconds=result.train_seconds,
                 train_samples_per_second=result.samples_per_second, peak_memory_mb=result.peak_memory_mb,
-                best_epoch=result.best_epoch + 1, epochs_run=len(result.history),
+                best_epoch=result.best_epoch + 1, epochs_run=len(result.history), history=result.history,
                 device=str(accelerator.device), processes=accelerator.num_processes)
     return Predictions(val_probs, val_labels, test_probs, test_labels), info
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the stage."""
+    """Run the stage (on every process of a multi-process launch; see the module docstring)."""
     stage = parse_stage(argv, __doc__ or "", with_regime=True)
     regime, name = stage.regime or "", stage.domain.name
+    state = distributed_state()
+    if not state.is_main_process:
+        if get_regime(regime).trains_network:
+            train_network(stage, load_from_disk(str(paths.prepared_dir(name))), None)
+        return 0  # the main process logs and writes everything
     dd = load_from_disk(str(paths.prepared_dir(name)))
     init_store([name])
     with staged_output(paths.model_dir(name, regime)) as out, tracked_run(

@@ -3,11 +3,23 @@
 AdamW with linear warmup + cosine decay, validation every epoch, a true copy of the best-validation
 weights, early stopping, per-epoch checkpoints (exact resume), auxiliary-head losses, and a loud
 failure on a non-finite loss.
+
+Scale out: the same code runs under ``accelerate launch`` / ``torchrun`` (DDP; gloo on the CPU). Samplers
+are sharded by ``accelerator.prepare``, epoch losses are summed over the processes, validation and test
+predictions are gathered (``gather_for_metrics``), so every process takes the same early-stopping
+decision. Callers write outputs and log from the main process only (:func:`distributed_state`).
+
+GPU fast path (CUDA only; the CPU path is unchanged): channels-last image models and inputs
+(``train.channels_last``, default on for image models on CUDA), optional ``torch.compile``
+(``train.compile``), non-blocking host-to-device copies from pinned memory, fused AdamW, cuDNN autotuning
+(unless ``train.deterministic``), and no host synchronisation per step: losses accumulate on the device
+and are checked for finiteness every :data:`CUDA_SYNC_EVERY` steps and at the end of each epoch.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import resource
 import time
 from collections.abc import Callable
@@ -18,7 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
+from accelerate.utils import DataLoaderConfiguration, DynamoBackend
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -52,12 +65,63 @@ class FitResult:
         return self.train_samples / self.train_seconds if self.train_seconds > 0 else 0.0
 
 
+CUDA_SYNC_EVERY = 25  # steps between host synchronisations (finiteness check, progress bar) on CUDA
+
+
+def _use_cpu(cpu: bool) -> bool:
+    """Force the CPU when asked, and for a multi-process launch on a machine without CUDA.
+
+    ``accelerate`` picks its gloo (MULTI_CPU) backend only when told to use the CPU, but ``accelerate launch
+    --multi_gpu`` / ``torchrun`` on a CPU-only machine do not say so (``accelerate launch --cpu`` does, but
+    without an MPI hostfile it starts a single process).
+    """
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return cpu or (distributed and not torch.cuda.is_available())
+
+
+def distributed_state(cpu: bool = False) -> PartialState:
+    """The process's place in a (possibly multi-process) launch; initialises the process group once.
+
+    Use it before building an :class:`Accelerator` to decide which process opens the MLflow run and
+    writes outputs (``state.is_main_process``).
+    """
+    return PartialState(cpu=_use_cpu(cpu))
+
+
 def make_accelerator(train: TrainParams, cpu: bool = False) -> Accelerator:
-    """An Accelerator: bf16 autocast on a GPU when ``mixed_precision: auto``, fp32 on the CPU."""
+    """An Accelerator: bf16 autocast on a GPU when ``mixed_precision: auto``, fp32 on the CPU.
+
+    On CUDA, batches are copied to the device without blocking (the loaders pin memory).
+    """
+    cpu = _use_cpu(cpu)
     mixed = train.mixed_precision
     if mixed == "auto":
         mixed = "bf16" if torch.cuda.is_available() and not cpu else "no"
-    return Accelerator(mixed_precision=mixed, cpu=cpu)
+    kwargs: dict[str, Any] = {}
+    if torch.cuda.is_available() and not cpu:
+        kwargs["dataloader_config"] = DataLoaderConfiguration(non_blocking=True)
+    return Accelerator(mixed_precision=mixed, cpu=cpu, **kwargs)
+
+
+def use_channels_last(train: TrainParams, model: nn.Module, device: torch.device) -> bool:
+    """``train.channels_last`` for image models; ``None`` (auto) means on CUDA only. Never for text."""
+    if getattr(model, "modality", None) != "image":
+        return False
+    return device.type == "cuda" if train.channels_last is None else train.channels_last
+
+
+def to_memory_format(inputs: Any, channels_last: bool) -> Any:
+    """Image batches (4-D tensors) in channels-last layout when asked; anything else unchanged."""
+    if channels_last and isinstance(inputs, torch.Tensor) and inputs.dim() == 4:
+        return inputs.contiguous(memory_format=torch.channels_last)
+    return inputs
+
+
+def make_optimizer(param_groups: list[dict[str, Any]], device: torch.device) -> torch.optim.Optimizer:
+    """AdamW; the fused CUDA kernel on a GPU (one launch for all parameters), the default on the CPU."""
+    if device.type == "cuda":
+        return torch.optim.AdamW(param_groups, fused=True)
+    return torch.optim.AdamW(param_groups)
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_fraction: float) -> Any:
@@ -80,18 +144,67 @@ def split_outputs(outputs: Any) -> tuple[torch.Tensor, list[torch.Tensor]]:
     return outputs, []
 
 
-def compute_loss(outputs: Any, labels: torch.Tensor, *, aux_weight: float, class_weights: torch.Tensor | None
-                 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Cross-entropy of the main logits plus ``aux_weight`` x each auxiliary cross-entropy."""
+def loss_terms(outputs: Any, labels: torch.Tensor, *, aux_weight: float, class_weights: torch.Tensor | None
+               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Like :func:`compute_loss`, with the parts as detached tensors (no host synchronisation)."""
     logits, aux = split_outputs(outputs)
     main = F.cross_entropy(logits.float(), labels, weight=class_weights)
     total = main
-    parts = {"loss_main": main.item()}
+    parts = {"loss_main": main.detach()}
     for i, aux_logits in enumerate(aux, start=1):
         aux_loss = F.cross_entropy(aux_logits.float(), labels, weight=class_weights)
-        parts[f"loss_aux{i}"] = aux_loss.item()
+        parts[f"loss_aux{i}"] = aux_loss.detach()
         total = total + aux_weight * aux_loss
     return total, parts
+
+
+def compute_loss(outputs: Any, labels: torch.Tensor, *, aux_weight: float, class_weights: torch.Tensor | None
+                 ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Cross-entropy of the main logits plus ``aux_weight`` x each auxiliary cross-entropy."""
+    total, parts = loss_terms(outputs, labels, aux_weight=aux_weight, class_weights=class_weights)
+    return total, {k: v.item() for k, v in parts.items()}
+
+
+def forward_loss(model: nn.Module, batch: Any, accelerator: Accelerator, *, aux_weight: float,
+                 class_weights: torch.Tensor | None = None, channels_last: bool = False
+                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
+    """The forward half of a training step: (loss, detached loss parts, batch size)."""
+    inputs, labels = split_batch(batch)
+    inputs = to_memory_format(inputs, channels_last)
+    with accelerator.autocast():
+        outputs = model(inputs)
+    loss, parts = loss_terms(outputs, labels, aux_weight=aux_weight, class_weights=class_weights)
+    return loss, parts, len(labels)
+
+
+def optimizer_step(model: nn.Module, loss: torch.Tensor, optimizer: torch.optim.Optimizer, accelerator: Accelerator,
+                   *, grad_clip: float | None, scheduler: Any = None) -> None:
+    """The backward half of a training step: gradients (all-reduced under DDP), clipping, update, schedule."""
+    optimizer.zero_grad(set_to_none=True)
+    accelerator.backward(loss)
+    if grad_clip:
+        accelerator.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+
+
+def train_step(model: nn.Module, batch: Any, optimizer: torch.optim.Optimizer, accelerator: Accelerator, *,
+               aux_weight: float = 0.3, class_weights: torch.Tensor | None = None, grad_clip: float | None = None,
+               scheduler: Any = None, channels_last: bool = False) -> torch.Tensor:
+    """One full step (:func:`forward_loss` + :func:`optimizer_step`); returns the detached loss, unsynced."""
+    loss, _, _ = forward_loss(model, batch, accelerator, aux_weight=aux_weight, class_weights=class_weights,
+                              channels_last=channels_last)
+    optimizer_step(model, loss, optimizer, accelerator, grad_clip=grad_clip, scheduler=scheduler)
+    return loss.detach()
+
+
+def compile_model(model: nn.Module, accelerator: Accelerator) -> nn.Module:
+    """``torch.compile`` the prepared model, unless ``accelerate launch --dynamo_backend`` already did."""
+    plugin = getattr(accelerator.state, "dynamo_plugin", None)
+    if plugin is not None and plugin.backend != DynamoBackend.NO:
+        return model
+    return torch.compile(model)
 
 
 def _to_device(inputs: Any, device: torch.device) -> Any:
@@ -101,13 +214,15 @@ def _to_device(inputs: Any, device: torch.device) -> Any:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, loader: DataLoader, accelerator: Accelerator) -> tuple[np.ndarray, np.ndarray, float]:
-    """Softmax probabilities, labels and mean loss over ``loader`` (gathered across processes)."""
+def predict(model: nn.Module, loader: DataLoader, accelerator: Accelerator, channels_last: bool = False
+            ) -> tuple[np.ndarray, np.ndarray, float]:
+    """Softmax probabilities, labels and mean loss over ``loader`` (gathered across processes, in order)."""
     model.eval()
     probs, labels, losses = [], [], []
     for batch in loader:
         inputs, y = split_batch(batch)
-        inputs, y = _to_device(inputs, accelerator.device), y.to(accelerator.device)
+        inputs, y = _to_device(inputs, accelerator.device), y.to(accelerator.device, non_blocking=True)
+        inputs = to_memory_format(inputs, channels_last)
         with accelerator.autocast():
             logits, _ = split_outputs(model(inputs))
         logits = logits.float()
@@ -135,17 +250,33 @@ def fit(model: nn.Module, param_groups: list[dict[str, Any]], train_loader: Data
         train: TrainParams, *, accelerator: Accelerator, class_weights: torch.Tensor | None = None,
         checkpoint_dir: Path | None = None, on_epoch: Callable[[int, dict[str, float]], None] | None = None,
         generator: torch.Generator | None = None, seed: int = 0) -> FitResult:
-    """Train ``model`` and return the best-validation weights and what was measured."""
-    optimizer = torch.optim.AdamW(param_groups)
-    steps_per_epoch = len(train_loader)
+    """Train ``model`` and return the best-validation weights and what was measured.
+
+    Under DDP every process runs this; ``on_epoch`` and checkpoint writes happen on the main process only,
+    and the history holds losses averaged over all processes' samples.
+    """
+    device = accelerator.device
+    cuda = device.type == "cuda"
+    channels_last = use_channels_last(train, model, device)
+    if cuda:
+        if not train.deterministic:
+            torch.backends.cudnn.benchmark = True
+        model.to(device)  # before the optimizer: fused AdamW wants its parameters on the GPU
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(param_groups, device)
+    model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
+    if train.compile:
+        model = compile_model(model, accelerator)
+    steps_per_epoch = len(train_loader)  # this process's share of the batches under DDP
     if train.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, train.max_steps_per_epoch)
+    # stepped once per optimizer step (not prepared: accelerate would step it once per process)
     scheduler = warmup_cosine(optimizer, steps_per_epoch * train.epochs, train.warmup_fraction)
-    model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
-        model, optimizer, train_loader, val_loader, scheduler)
     if class_weights is not None:
-        class_weights = class_weights.to(accelerator.device)
+        class_weights = class_weights.to(device)
     aux_weight = train.aux_loss_weight if train.aux_loss_weight is not None else 0.3
+    sync_every = CUDA_SYNC_EVERY if cuda else 1
     result = FitResult(best_state=_state_copy(accelerator.unwrap_model(model)), best_epoch=-1,
                        best_score=-math.inf)
     start_epoch, stale = 0, 0
@@ -167,36 +298,44 @@ def fit(model: nn.Module, param_groups: list[dict[str, Any]], train_loader: Data
         set_train_mode(model)
         if generator is not None:  # the shuffle order of epoch e depends only on (seed, e): exact resume
             generator.manual_seed(seed * 100_003 + epoch)
-        sums: dict[str, float] = {}
+        names: list[str] = []
+        totals: torch.Tensor | None = None  # per-name sum of (loss x batch size), float64, on the device
         seen, t0 = 0, time.perf_counter()
         bar = tqdm(train_loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{train.epochs}",
                    disable=not accelerator.is_local_main_process, leave=False)
         for step, batch in enumerate(bar):
             if step >= steps_per_epoch:
                 break
-            inputs, labels = split_batch(batch)
-            with accelerator.autocast():
-                outputs = model(inputs)
-            loss, parts = compute_loss(outputs, labels, aux_weight=aux_weight, class_weights=class_weights)
-            if not torch.isfinite(loss):
+            loss, parts, n = forward_loss(model, batch, accelerator, aux_weight=aux_weight,
+                                          class_weights=class_weights, channels_last=channels_last)
+            if sync_every == 1 and not torch.isfinite(loss):
                 raise DivergenceError(f"non-finite training loss {loss.item()} at epoch {epoch + 1}, "
                                       f"step {step + 1}; lower train.lr or enable grad_clip")
-            optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
-            if train.grad_clip:
-                accelerator.clip_grad_norm_(model.parameters(), train.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            n = len(labels)
+            optimizer_step(model, loss, optimizer, accelerator, grad_clip=train.grad_clip, scheduler=scheduler)
+            if totals is None:
+                names = ["loss", *parts]
+                totals = torch.zeros(len(names), dtype=torch.float64, device=loss.device)
+            totals += torch.stack([loss.detach(), *parts.values()]).double() * n
             seen += n
-            for k, v in {"loss": loss.item(), **parts}.items():
-                sums[k] = sums.get(k, 0.0) + v * n
-            bar.set_postfix(loss=f"{sums['loss'] / seen:.4f}")
+            if (step + 1) % sync_every == 0:
+                mean_loss = totals[0].item() / seen
+                if not math.isfinite(mean_loss):
+                    raise DivergenceError(f"non-finite training loss at epoch {epoch + 1}, steps "
+                                          f"{step + 2 - sync_every}-{step + 1}; lower train.lr or enable grad_clip")
+                bar.set_postfix(loss=f"{mean_loss:.4f}")
+        if totals is None:
+            totals = torch.zeros(1, dtype=torch.float64, device=device)
+            names = ["loss"]
+        if not bool(torch.isfinite(totals).all()):
+            raise DivergenceError(f"non-finite training loss at epoch {epoch + 1}; lower train.lr or enable grad_clip")
         result.train_seconds += time.perf_counter() - t0
-        result.train_samples += seen * accelerator.num_processes
-        val_probs, val_labels, val_loss = predict(model, val_loader, accelerator)
+        # sums and counts over every process (identity with one process)
+        totals = accelerator.reduce(totals, reduction="sum")
+        seen_all = int(accelerator.reduce(torch.tensor([seen], device=device), reduction="sum").item())
+        result.train_samples += seen_all
+        val_probs, val_labels, val_loss = predict(model, val_loader, accelerator, channels_last)
         score = probe_score(val_labels, val_probs)
-        record = {f"train_{k}": v / max(seen, 1) for k, v in sums.items()}
+        record = {f"train_{k}": v / max(seen_all, 1) for k, v in zip(names, totals.tolist(), strict=True)}
         record.update(val_loss=val_loss, val_score=score, lr=scheduler.get_last_lr()[0],
                       val_accuracy=float((val_probs.argmax(1) == val_labels).mean()))
         result.history.append(record)
@@ -216,6 +355,6 @@ def fit(model: nn.Module, param_groups: list[dict[str, Any]], train_loader: Data
                 "samples": result.train_samples,
             })
         accelerator.wait_for_everyone()
-    result.peak_memory_mb = peak_memory_mb(accelerator.device)
+    result.peak_memory_mb = peak_memory_mb(device)
     accelerator.unwrap_model(model).load_state_dict(result.best_state)
     return result
