@@ -23,7 +23,11 @@ def cmd_domains(_: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """One (domain, regime) outside DVC, through the same stage code (missing inputs are built first)."""
     from pipelines import evaluate, extract, fetch, prepare, train
+    from shared.regimes import get_regime
+    from shared.registry import get_domain
 
+    get_domain(args.domain)  # unknown names fail here, before anything is fetched or written
+    get_regime(args.regime)
     common = ["--domain", args.domain] + (["--params", args.params] if args.params else [])
     if not paths.raw_dir(args.domain).exists():
         fetch.main(common)

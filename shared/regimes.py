@@ -89,9 +89,10 @@ def init_head_from_probe(head: nn.Linear, coef: np.ndarray, intercept: np.ndarra
 
 
 def _discriminative_groups(model: nn.Module, lr: float, factor: float, weight_decay: float) -> list[dict]:
-    head_ids = {id(p) for p in model.head.parameters()}
-    head = [p for p in model.parameters() if p.requires_grad and id(p) in head_ids]
-    body = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
+    head_names = model.head_parameter_names()
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    head = [p for n, p in named if n in head_names]
+    body = [p for n, p in named if n not in head_names]
     groups = [{"params": head, "lr": lr, "weight_decay": weight_decay, "name": "head"}]
     if body:
         groups.append({"params": body, "lr": lr * factor, "weight_decay": weight_decay, "name": "backbone"})
@@ -124,10 +125,9 @@ def setup_regime(model: nn.Module, regime: str, params: DomainParams) -> tuple[n
         if k > len(blocks):
             raise ValueError(f"regimes.partial.blocks={k} but the backbone has only {len(blocks)} blocks")
         model.requires_grad_(False)
-        unfrozen = {name for block in blocks[-k:] for name in block}
+        unfrozen = {name for block in blocks[-k:] for name in block} | model.head_parameter_names()
         for name, p in model.named_parameters():
             p.requires_grad_(name in unfrozen)
-        model.head.requires_grad_(True)
         factor = train.backbone_lr_factor
     elif regime == "lora":
         model = apply_lora(model, params.regimes.lora.adapter)

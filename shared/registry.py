@@ -52,8 +52,11 @@ def load_entry_points() -> None:
             warnings.warn(f"transferlab domain plugin '{ep.name}' ({ep.value}) failed to load: {err}",
                           stacklevel=2)
             continue
-        if isinstance(obj, type) and issubclass(obj, Domain) and obj.name not in _REGISTRY:
-            register_domain(obj)
+        if not (isinstance(obj, type) and issubclass(obj, Domain)):
+            warnings.warn(f"transferlab domain plugin '{ep.name}' ({ep.value}) is not a Domain subclass",
+                          stacklevel=2)
+            continue
+        register_domain(obj)  # a name already taken by another class raises
 
 
 def list_domains() -> list[str]:

@@ -78,8 +78,6 @@ def test_cli_run_unknown_domain_returns_2_and_lists_domains(root: Path, capsys: 
     assert contents(root) == ["params.yaml"]
 
 
-@pytest.mark.xfail(strict=True, reason="cmd_run fetches and prepares before train validates --regime, so a typo "
-                                        "in the regime first downloads the dataset (or fails on the network)")
 def test_cli_run_unknown_regime_fails_before_fetching(root: Path, monkeypatch: pytest.MonkeyPatch,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     from pipelines import fetch, prepare

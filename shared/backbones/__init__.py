@@ -3,7 +3,8 @@
 Every model built here is an ``nn.Module`` with:
 ``forward(inputs) -> logits`` (a tuple ``(logits, *aux)`` in training mode for models with auxiliary
 heads), ``features(inputs) -> (B, F)`` pooled pre-logit features, ``head`` (the Linear classifier),
-``head_name`` (its module path, for PEFT ``modules_to_save``), ``blocks()`` (backbone parameter names
+``head_name`` (its module path, for PEFT ``modules_to_save``), ``head_parameter_names()`` (the head
+and what trains with it, e.g. auxiliary heads), ``blocks()`` (backbone parameter names
 grouped input side first, for partial fine-tuning) and ``lora_targets()``.
 Images enter as uint8 tensors (B, 3, H, W); text as a tokenizer batch.
 """

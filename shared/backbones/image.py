@@ -115,17 +115,21 @@ class ImageClassifier(nn.Module):
         """The classification head (a Linear layer)."""
         return self.model.get_classifier()
 
-    def blocks(self) -> list[list[str]]:
-        """Backbone parameter names grouped into blocks, input side first (timm ``group_matcher``)."""
+    def _groups(self) -> list[list[str]]:
         groups = group_parameters(self.model, self.model.group_matcher(coarse=True))
-        head = {n for n, _ in self.model.get_classifier().named_parameters()}
-        head_prefix = self.head_name.removeprefix("model.") + "."
-        out = []
-        for names in groups.values():
-            kept = [f"model.{n}" for n in names if not n.startswith(head_prefix) and n not in head]
-            if kept:
-                out.append(kept)
-        return out
+        return [[f"model.{n}" for n in names] for names in groups.values()]
+
+    def head_parameter_names(self) -> set[str]:
+        """The classifier and every parameter timm groups with it (e.g. auxiliary heads)."""
+        head = {f"model.{n}" for n, p in self.model.named_parameters()
+                if any(p is q for q in self.model.get_classifier().parameters())}
+        return {n for group in self._groups() if head & set(group) for n in group} | head
+
+    def blocks(self) -> list[list[str]]:
+        """Backbone parameter names grouped into blocks, input side first (timm ``group_matcher``);
+        the head's group (classifier, auxiliary heads) is not a block."""
+        head = self.head_parameter_names()
+        return [kept for group in self._groups() if (kept := [n for n in group if n not in head])]
 
     def lora_targets(self) -> list[str]:
         """Default LoRA targets: every 1x1 (pointwise) convolution and Linear layer except the head."""

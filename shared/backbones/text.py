@@ -77,6 +77,10 @@ class TextClassifier(nn.Module):
             groups.setdefault(key, []).append(f"encoder.{name}")
         return list(groups.values())
 
+    def head_parameter_names(self) -> set[str]:
+        """The Linear head's parameters."""
+        return {f"head.{n}" for n, _ in self.head.named_parameters()}
+
     def lora_targets(self) -> list[str]:
         """Attention query and value projections (the LoRA paper's choice)."""
         return ["query", "value"]

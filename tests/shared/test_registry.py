@@ -133,9 +133,6 @@ def test_entry_points_are_loaded_once(isolated: ModuleType, monkeypatch: pytest.
     assert calls == [ENTRY_POINT_GROUP]
 
 
-@pytest.mark.xfail(strict=True, reason="load_entry_points skips an entry-point class whose name is already "
-                                        "registered (`obj.name not in _REGISTRY`), silently; the contract "
-                                        "says a duplicate name raises")
 def test_external_entry_point_with_a_taken_name_is_not_silently_dropped(
         isolated: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     plugin_module(tmp_path, monkeypatch, "tl_plugin_dup", "vision")
