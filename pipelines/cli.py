@@ -40,10 +40,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    """Rebuild the comparison report."""
+    """Rebuild the comparison report (from local files, or from a tracking server with --tracking-uri)."""
     from pipelines import compare
 
-    return compare.main(["--params", args.params] if args.params else [])
+    argv = ["--params", args.params] if args.params else []
+    argv += ["--tracking-uri", args.tracking_uri] if args.tracking_uri else []
+    return compare.main(argv + (["--out", args.out] if args.out else []))
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
@@ -73,8 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--regime", required=True)
     run.add_argument("--params", default=None)
     run.set_defaults(func=cmd_run)
-    compare = sub.add_parser("compare", help="rebuild the comparison report")
+    compare = sub.add_parser("compare", help="rebuild the comparison report (reports/index.html)")
     compare.add_argument("--params", default=None)
+    compare.add_argument("--tracking-uri", default=None,
+                         help="rebuild from this MLflow tracking server instead of metrics/ and models/")
+    compare.add_argument("--out", default=None, help="output folder (default: reports/)")
     compare.set_defaults(func=cmd_compare)
     ui = sub.add_parser("ui", help="MLflow UI on the project's store")
     ui.add_argument("--host", default="127.0.0.1")

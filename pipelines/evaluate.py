@@ -15,6 +15,7 @@ from shared.atomic import write_json
 from shared.metrics import evaluate_predictions
 from shared.plots import save_confusion_matrix, save_evaluation_plots
 from shared.predictions import Predictions
+from shared.reporting import write_history_csv
 from shared.tracking import log_metrics, tracked_run
 
 BASELINE_MODELS = {"text": "tfidf+logreg", "image": "pixels+logreg"}
@@ -53,12 +54,15 @@ def main(argv: list[str] | None = None) -> int:
                                          plots / "confusion_matrix.png", f"{domain.name} / {regime} (test)")]
         figures += save_evaluation_plots(preds.test_labels, preds.test_probs, domain.task, class_names, plots,
                                          threshold=result["test"].get("threshold"))
+        if info.get("history"):  # per-epoch learning curves of trained regimes (dvc plots)
+            write_history_csv(info["history"], plots / "history.csv")
         write_json(paths.metrics_file(domain.name, regime), metrics)
         with tracked_run(domain.name, f"{domain.name}-{regime}", tags=stage.tags("evaluate"),
                          run_id=info["run_id"]):
             log_metrics({**scalar_metrics("test", result["test"]), **scalar_metrics("val", result["validation"]),
                          **{k: float(info[k]) for k in SUMMARY_KEYS if info.get(k) is not None}})
             mlflow.log_artifact(str(paths.metrics_file(domain.name, regime)))
+            mlflow.log_artifact(str(model_dir / "predictions.safetensors"), artifact_path="predictions")
             for figure in figures:
                 mlflow.log_artifact(str(figure), artifact_path="plots")
             if (model_dir / "weights.safetensors").is_file():  # the classical baseline keeps no weights

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 Regime = Literal["scratch", "frozen", "partial", "full", "lora", "lp_ft", "baseline"]
 REGIMES: tuple[str, ...] = ("scratch", "frozen", "partial", "full", "lora", "lp_ft", "baseline")
@@ -181,6 +181,31 @@ class TrackingParams(Strict):
     parent_run: bool = True
 
 
+class SweepParams(Strict):
+    """The opt-in data-efficiency sweep (``python -m pipelines.sweep``; not part of ``dvc repro``):
+    stratified label fractions of train x regimes x seeds."""
+
+    fractions: list[Annotated[float, Field(gt=0, le=1)]] = Field(
+        default_factory=lambda: [0.01, 0.05, 0.1, 0.25, 1.0], min_length=1)
+    regimes: list[Regime] = Field(default_factory=lambda: ["frozen", "lora", "full", "scratch"], min_length=1)
+    seeds: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    min_per_class: int = Field(default=2, ge=1)  # floor of labelled items per class at small fractions
+
+    @field_validator("fractions", "regimes", "seeds")
+    @classmethod
+    def _unique(cls, values: list[Any]) -> list[Any]:
+        if len(set(values)) != len(values):
+            raise ValueError(f"duplicate values in {values}")
+        return values
+
+    @field_validator("regimes")
+    @classmethod
+    def _sweepable(cls, values: list[str]) -> list[str]:
+        if "lp_ft" in values:  # its probe is fitted on the whole cached train split: labels would leak
+            raise ValueError("lp_ft cannot be swept (its probe reads every train label)")
+        return values
+
+
 class ProjectParams(Strict):
     """The top level of ``params.yaml``; domain sections live in ``sections``."""
 
@@ -188,6 +213,7 @@ class ProjectParams(Strict):
     domains: list[str] = Field(min_length=1)
     regimes: list[Regime] = Field(min_length=1)
     tracking: TrackingParams = Field(default_factory=TrackingParams)
+    sweep: SweepParams = Field(default_factory=SweepParams)
     sections: dict[str, DomainParams] = Field(default_factory=dict)
 
     def domain(self, name: str) -> DomainParams:
