@@ -1,0 +1,192 @@
+"""End to end: ``dvc repro`` on a copy of the repository with a tiny params file.
+
+Checks the outputs every stage promises, one honest MLflow run per (domain, regime), a no-op re-run in
+seconds, and that a head-only change (``vision.regimes.frozen.C_grid``) re-runs exactly
+train/evaluate of that regime and compare (ARCHITECTURE: data flow; RELIABILITY 2).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from shared.config import materialize, parse_params
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DOMAINS = ("vision", "nlp")
+# The default test keeps one probe and one trained regime per domain: every stage is a fresh Python process
+# (~6 s of imports), and 19 stages took ~5 min on the shared 2-core machine. The slow variant runs all seven.
+DEFAULT_REGIMES = ["frozen", "lora"]
+ALL_REGIMES = ["scratch", "frozen", "partial", "full", "lora", "lp_ft", "baseline"]
+METRIC_KEYS = {"domain", "regime", "backbone", "dataset", "trainable_params", "total_params", "train_seconds",
+               "peak_memory_mb", "train_samples_per_second"}
+RUNNING = re.compile(r"Running stage '([^']+)'")
+
+pytestmark = pytest.mark.skipif(shutil.which("dvc") is None or shutil.which("git") is None,
+                                reason="needs the dvc and git executables")
+
+
+def tiny_params(regimes: list[str]) -> dict[str, Any]:
+    """The repository's params.yaml cut down to two embedded datasets, a few dozen items, one short epoch."""
+    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    raw = {k: v for k, v in raw.items() if k not in ("xray", "dermatology", "ehr")}
+    raw["domains"] = list(DOMAINS)
+    raw["regimes"] = regimes
+    raw["vision"]["data"]["dataset"] = "mnist"
+    raw["vision"]["model"].update(image_size=32, extract_batch_size=64)
+    raw["nlp"]["data"]["dataset"] = "rotten_tomatoes"
+    raw["nlp"]["model"].update(max_length=32, extract_batch_size=64)
+    for domain in DOMAINS:
+        raw[domain]["data"].update(max_train_samples=64, max_eval_samples=40)
+        raw[domain]["train"].update(epochs=1, max_steps_per_epoch=2, batch_size=8)
+        raw[domain]["evaluate"] = {"bootstrap": 20}
+    return materialize(parse_params(raw))
+
+
+def stage_env() -> dict[str, str]:
+    """The environment of a user's shell: default paths and store, no mirror, hubs offline."""
+    env = dict(os.environ)
+    for key in ("TRANSFERLAB_ROOT", "MLFLOW_TRACKING_URI", "TRANSFERLAB_MIRROR", "PYTHONPATH"):
+        env.pop(key, None)
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", DVC_NO_ANALYTICS="1",
+               GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com", GIT_COMMITTER_NAME="t",
+               GIT_COMMITTER_EMAIL="t@example.com")
+    return env
+
+
+def run(cmd: list[str], cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """Run ``cmd``; on failure show the tail of its output."""
+    proc = subprocess.run(cmd, cwd=cwd, env=stage_env(), capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        tail = (proc.stdout + proc.stderr)[-6000:]
+        pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}:\n{tail}")
+    return proc
+
+
+def stages_run(proc: subprocess.CompletedProcess[str]) -> set[str]:
+    """The stages DVC ran, from its "Running stage '...'" lines."""
+    return set(RUNNING.findall(proc.stdout + proc.stderr))
+
+
+def make_project(root: Path, regimes: list[str]) -> Path:
+    """A copy of the repository's tracked files with the tiny params, as a fresh git + DVC project."""
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO_ROOT, capture_output=True, text=True,
+                           check=True).stdout.split("\0")
+    project = root / "project"
+    for name in files:
+        src = REPO_ROOT / name
+        if not name or name.startswith(".dvc/") or name == "dvc.lock" or not src.is_file():
+            continue
+        dest = project / name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dest)
+    (project / "params.yaml").write_text(yaml.safe_dump(tiny_params(regimes), sort_keys=False))
+    run(["git", "init", "-q"], project)
+    run(["dvc", "init", "-q"], project)
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-q", "-m", "copy"], project)
+    probe = "import pipelines, shared; print(shared.__file__, pipelines.__file__)"
+    where = run([sys.executable, "-c", probe], project).stdout.split()
+    assert all(Path(p).resolve().is_relative_to(project.resolve()) for p in where), \
+        f"stages would import the installed checkout, not the copy: {where}"
+    return project
+
+
+def check_outputs(project: Path, regimes: list[str],
+                  runs_of: dict[tuple[str, str], int] | None = None) -> None:
+    """Metrics JSON per (domain, regime), the comparison report, and FINISHED MLflow runs: one per
+    (domain, regime) unless ``runs_of`` says otherwise."""
+    for domain in DOMAINS:
+        for regime in regimes:
+            path = project / "metrics" / domain / f"{regime}.json"
+            assert path.is_file(), f"missing {path}"
+            metrics = json.loads(path.read_text())
+            assert METRIC_KEYS <= set(metrics), f"{path} lacks {METRIC_KEYS - set(metrics)}"
+            assert (metrics["domain"], metrics["regime"]) == (domain, regime)
+            for key in ("accuracy", "macro_f1", "auroc"):
+                assert 0.0 <= metrics["test"][key] <= 1.0, f"{path}: test.{key} = {metrics['test'].get(key)}"
+            if regime in ("partial", "lora"):
+                assert 0 < metrics["trainable_params"] < metrics["total_params"]
+            elif regime in ("scratch", "full", "lp_ft"):
+                assert 0 < metrics["trainable_params"] == metrics["total_params"]
+    for ext in ("json", "md", "png"):
+        assert (project / "reports" / f"comparison.{ext}").stat().st_size > 0
+    rows = json.loads((project / "reports" / "comparison.json").read_text())
+    assert len(rows) == len(DOMAINS) * len(regimes)
+
+    from mlflow import MlflowClient
+
+    head = run(["git", "rev-parse", "HEAD"], project).stdout.strip()
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    experiments = [client.get_experiment_by_name(d) for d in DOMAINS]
+    assert all(experiments), "one MLflow experiment per domain"
+    runs = client.search_runs([e.experiment_id for e in experiments if e is not None], max_results=1000)
+    parents = {r.data.tags.get("domain"): r.info.run_id for r in runs if r.data.tags.get("run_kind") == "pipeline"}
+    assert len(parents) == sum(r.data.tags.get("run_kind") == "pipeline" for r in runs) == len(DOMAINS), \
+        "compare keeps one parent run per domain"
+    seen: dict[tuple[str, str], int] = {}
+    for r in runs:
+        tags, metrics = r.data.tags, r.data.metrics
+        if tags.get("run_kind") == "pipeline":
+            assert r.info.status == "FINISHED"
+            continue
+        assert tags.get("mlflow.parentRunId") == parents[tags.get("domain")]
+        key = (tags.get("domain", ""), tags.get("regime", ""))
+        seen[key] = seen.get(key, 0) + 1
+        assert r.info.status == "FINISHED", f"{key}: {r.info.status} {tags.get('error', '')}"
+        for tag in ("backbone", "dataset", "dvc_stage"):
+            assert tags.get(tag), f"{key}: tag {tag} missing"
+        assert tags.get("git_commit") == head
+        for name in ("test_accuracy", "test_macro_f1", "test_auroc"):
+            assert name in metrics, f"{key}: metric {name} missing ({sorted(metrics)})"
+    assert seen == {(d, r): 1 for d in DOMAINS for r in regimes} | (runs_of or {})
+
+
+def e2e(tmp_path: Path, regimes: list[str]) -> None:
+    project = make_project(tmp_path, regimes)
+    t0 = time.perf_counter()
+    first = run(["dvc", "repro"], project)
+    print(f"first dvc repro: {time.perf_counter() - t0:.1f} s")
+    expected = {f"{s}@{d}" for s in ("fetch", "prepare", "extract") for d in DOMAINS}
+    expected |= {f"{s}@{d}-{r}" for s in ("train", "evaluate") for d in DOMAINS for r in regimes}
+    expected.add("compare")
+    assert stages_run(first) == expected
+    check_outputs(project, regimes)
+
+    t0 = time.perf_counter()
+    again = run(["dvc", "repro"], project)
+    seconds = time.perf_counter() - t0
+    assert stages_run(again) == set(), f"a no-op repro re-ran {stages_run(again)}"
+    assert seconds < 10, f"a no-op dvc repro took {seconds:.1f} s"
+
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    assert params["vision"]["regimes"]["frozen"]["C_grid"] != [0.5]
+    params["vision"]["regimes"]["frozen"]["C_grid"] = [0.5]
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    status = json.loads(run(["dvc", "status", "--json"], project).stdout or "{}")
+    assert set(status) == {"train@vision-frozen"}, status
+    changed = run(["dvc", "repro"], project)
+    assert stages_run(changed) == {"train@vision-frozen", "evaluate@vision-frozen", "compare"}
+    assert json.loads((project / "models" / "vision" / "frozen" / "run.json").read_text())["probe_C"] == 0.5
+    check_outputs(project, regimes, runs_of={("vision", "frozen"): 2})
+
+
+def test_dvc_repro_end_to_end(tmp_path: Path) -> None:
+    """frozen and lora on vision (MNIST) and NLP (Rotten Tomatoes)."""
+    e2e(tmp_path, DEFAULT_REGIMES)
+
+
+@pytest.mark.slow
+def test_dvc_repro_end_to_end_all_regimes(tmp_path: Path) -> None:
+    """All seven regimes."""
+    e2e(tmp_path, ALL_REGIMES)
