@@ -29,7 +29,7 @@ from safetensors.torch import save_file as save_torch
 from pipelines.common import Stage, parse_stage, staged_output
 from shared import paths
 from shared.atomic import write_json
-from shared.backbones import build_model, load_tokenizer
+from shared.backbones import aux_loss_weight, build_model, load_tokenizer
 from shared.checkpoint import seed_everything
 from shared.config import DomainParams
 from shared.data import make_dataset, make_loader
@@ -106,6 +106,7 @@ def train_network(stage: Stage, dd: DatasetDict, out: Path | None) -> tuple[Pred
     """
     regime, dp = stage.regime or "", stage.dp
     train = dp.train_for(regime)
+    train = train.model_copy(update={"aux_loss_weight": aux_loss_weight(dp.model.backbone, train.aux_loss_weight)})
     generator = seed_everything(stage.params.seed, deterministic=train.deterministic)
     num_classes = dd["train"].features["label"].num_classes
     model = build_model(dp.model, stage.domain.modality, num_classes, pretrained=get_regime(regime).pretrained,

@@ -71,6 +71,7 @@ class TrainParams(Strict):
     patience: int = Field(default=3, ge=1)
     grad_clip: float | None = Field(default=1.0, gt=0)
     max_steps_per_epoch: int | None = Field(default=None, ge=1)
+    # None: the backbone's default (googlenet 0.3, inception_v3 0.4, others none); 0 turns aux heads off
     aux_loss_weight: float | None = Field(default=None, ge=0)
     loss_weighting: Literal["plain", "class_weighted", "balanced_sampling"] = "plain"
     mixed_precision: Literal["auto", "no", "bf16"] = "auto"

@@ -275,7 +275,7 @@ def fit(model: nn.Module, param_groups: list[dict[str, Any]], train_loader: Data
     scheduler = warmup_cosine(optimizer, steps_per_epoch * train.epochs, train.warmup_fraction)
     if class_weights is not None:
         class_weights = class_weights.to(device)
-    aux_weight = train.aux_loss_weight if train.aux_loss_weight is not None else 0.3
+    aux_weight = train.aux_loss_weight or 0.0
     sync_every = CUDA_SYNC_EVERY if cuda else 1
     result = FitResult(best_state=_state_copy(accelerator.unwrap_model(model)), best_epoch=-1,
                        best_score=-math.inf)

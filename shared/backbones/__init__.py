@@ -18,7 +18,18 @@ from shared.backbones.text import TextClassifier, load_tokenizer
 from shared.backbones.weights import WeightsUnavailableError
 from shared.config import ModelParams
 
-__all__ = ["ImageClassifier", "TextClassifier", "WeightsUnavailableError", "build_model", "load_tokenizer"]
+__all__ = ["AUX_LOSS_WEIGHTS", "ImageClassifier", "TextClassifier", "WeightsUnavailableError", "aux_loss_weight",
+           "build_model", "load_tokenizer"]
+
+# Default weight of each auxiliary head's loss: GoogLeNet's paper (0.3) and torchvision's Inception v3 (0.4).
+AUX_LOSS_WEIGHTS: dict[str, float] = {"googlenet": 0.3, "inception_v3": 0.4}
+
+
+def aux_loss_weight(backbone: str, configured: float | None) -> float | None:
+    """The auxiliary-loss weight to train with: ``train.aux_loss_weight`` if set (0 turns the auxiliary
+    heads off), else the backbone's default, else None (no auxiliary heads)."""
+    weight = configured if configured is not None else AUX_LOSS_WEIGHTS.get(backbone)
+    return weight or None
 
 
 def build_model(params: ModelParams, modality: str, num_classes: int, *, pretrained: bool,
