@@ -24,6 +24,7 @@ import yaml
 
 from benchmarks.common import REPO_ROOT, write_result
 from shared.config import materialize, parse_params
+from shared.testing import copy_tracked_files
 
 RUNNING = re.compile(r"Running stage '([^']+)'")
 NOOP_TARGET_S = 10.0
@@ -60,16 +61,7 @@ def _run(cmd: list[str], cwd: Path) -> tuple[float, set[str]]:
 
 
 def make_project(root: Path) -> Path:
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO_ROOT, capture_output=True, text=True,
-                           check=True).stdout.split("\0")
-    project = root / "project"
-    for name in files:
-        src = REPO_ROOT / name
-        if not name or name.startswith(".dvc/") or name == "dvc.lock" or not src.is_file():
-            continue
-        dest = project / name
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, dest)
+    project = copy_tracked_files(REPO_ROOT, root / "project")
     (project / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
     for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"],
                 ["git", "commit", "-q", "-m", "copy"]):

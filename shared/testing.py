@@ -203,3 +203,21 @@ def check_domain(cls: type[Domain], raw_dir: Path | None = None, *,
     except Exception as err:
         _fail(cls, f"shared.splits.finalize_splits rejects load_splits' output: "
                    f"{type(err).__name__}: {err}")
+
+
+def copy_tracked_files(repo_root: Path, dest: Path) -> Path:
+    """Copy the files git tracks in ``repo_root`` into ``dest`` (without ``.dvc/`` and ``dvc.lock``),
+    the starting point of a throwaway project for end-to-end tests and benchmarks."""
+    import shutil
+    import subprocess
+
+    names = subprocess.run(["git", "ls-files", "-z"], cwd=repo_root, capture_output=True, text=True,
+                           check=True).stdout.split("\0")
+    for name in names:
+        src = repo_root / name
+        if not name or name.startswith(".dvc/") or name == "dvc.lock" or not src.is_file():
+            continue
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, target)
+    return dest

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from shared.config import materialize, parse_params
+from shared.testing import copy_tracked_files
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DOMAINS = ("vision", "nlp")
@@ -80,16 +81,7 @@ def stages_run(proc: subprocess.CompletedProcess[str]) -> set[str]:
 
 def make_project(root: Path, regimes: list[str]) -> Path:
     """A copy of the repository's tracked files with the tiny params, as a fresh git + DVC project."""
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO_ROOT, capture_output=True, text=True,
-                           check=True).stdout.split("\0")
-    project = root / "project"
-    for name in files:
-        src = REPO_ROOT / name
-        if not name or name.startswith(".dvc/") or name == "dvc.lock" or not src.is_file():
-            continue
-        dest = project / name
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, dest)
+    project = copy_tracked_files(REPO_ROOT, root / "project")
     (project / "params.yaml").write_text(yaml.safe_dump(tiny_params(regimes), sort_keys=False))
     run(["git", "init", "-q"], project)
     run(["dvc", "init", "-q"], project)
