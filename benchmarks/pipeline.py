@@ -1,30 +1,73 @@
-"""(e) The default pipeline per domain, end to end: read from the lead's timed full run.
+"""(e) The default pipeline per domain, end to end: a real, timed ``dvc repro`` in a temporary copy.
 
-The run's log (``/tmp/fullrun.log`` unless ``--fullrun-log`` says otherwise) has one line
-``END <domain> <seconds> s`` per finished domain. Without that log nothing is measured here.
+The copy holds the repository's tracked files (``git ls-files``) and its ``params.yaml`` as is, except
+``domains``: ``--domains`` picks them (default: the params' own list). Each domain runs as its own
+``dvc repro`` (``domains: [D]``) so its wall time is measured alone; a last ``dvc repro`` with every domain
+listed only re-runs ``compare`` and gives the cross-domain report. The result name is ``pipeline-<label>``;
+the comparison report (``comparison.md``/``.json``) is copied beside it in ``results/pipeline-<label>/``.
+Data come from ``TRANSFERLAB_MIRROR`` (default ``../shared/data``). This takes as long as the pipeline does.
 """
 
 from __future__ import annotations
 
-import re
+import json
+import os
+import shutil
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import write_result
+import yaml
 
-END = re.compile(r"^END\s+(\S+)\s+([0-9.]+)\s*s\b", re.MULTILINE)
-DEFAULT_LOG = Path("/tmp/fullrun.log")
+from benchmarks.common import REPO_ROOT, RESULTS_DIR, mirror_dir, write_result
+from benchmarks.repro import RUNNING, make_project, run_checked
 
 
-def run(log: Path = DEFAULT_LOG) -> dict[str, Any]:
-    text = log.read_text(errors="replace") if log.is_file() else ""
-    domains = {name: float(seconds) for name, seconds in END.findall(text)}
-    result: dict[str, Any] = {"settings": {"source": str(log), "params": "the repository's params.yaml"},
-                              "domain_seconds": domains}
-    if not domains:
-        result["pending"] = (f"no 'END <domain> <seconds> s' lines in {log}" if log.is_file()
-                             else f"{log} not found") + ": left to the lead's full run"
-    else:
-        result["total_seconds"] = sum(domains.values())
-    write_result("pipeline", result)
+def _primary_metrics(project: Path, domain: str) -> dict[str, dict[str, Any]]:
+    """Per regime: the primary test metric, its CI and the cost the evaluate stage wrote
+    (``metrics/<domain>/<regime>.json``)."""
+    out: dict[str, dict[str, Any]] = {}
+    for path in sorted((project / "metrics" / domain).glob("*.json")):
+        data = json.loads(path.read_text())
+        name, test = data["primary_metric"], data["test"]
+        out[path.stem] = {"primary_metric": name, "primary_value": test[name],
+                          "ci": [test.get(f"{name}_ci_low"), test.get(f"{name}_ci_high")],
+                          **{k: data.get(k) for k in ("trainable_params", "train_seconds", "peak_memory_mb")}}
+    return out
+
+
+def run(domains: list[str] | None = None, label: str = "default") -> dict[str, Any]:
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    domains = list(domains or params["domains"])
+    os.environ.setdefault("TRANSFERLAB_MIRROR", str(mirror_dir().resolve()))
+    per_domain: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="transferlab-pipeline-") as tmp:
+        project = make_project(Path(tmp), {**params, "domains": domains[:1]})
+        for domain in domains:
+            (project / "params.yaml").write_text(yaml.safe_dump({**params, "domains": [domain]}, sort_keys=False))
+            t0 = time.perf_counter()
+            output = run_checked(["dvc", "repro"], project, timeout=4 * 3600)
+            seconds = time.perf_counter() - t0
+            per_domain[domain] = {"seconds": seconds, "stages": len(RUNNING.findall(output)),
+                                  "metrics": _primary_metrics(project, domain)}
+            print(f"pipeline {domain}: {seconds:.0f} s", flush=True)
+        (project / "params.yaml").write_text(yaml.safe_dump({**params, "domains": domains}, sort_keys=False))
+        compare_s = time.perf_counter()
+        run_checked(["dvc", "repro"], project, timeout=3600)
+        compare_s = time.perf_counter() - compare_s
+        report_dir = RESULTS_DIR / f"pipeline-{label}"
+        report_dir.mkdir(parents=True, exist_ok=True)
+        for name in ("comparison.md", "comparison.json"):
+            shutil.copy2(project / "reports" / name, report_dir / name)
+    result = {
+        "settings": {"project": "temporary copy of the tracked files (git ls-files)",
+                     "params": "the repository's params.yaml, domains overridden", "domains": domains,
+                     "regimes": params["regimes"], "mirror": os.environ["TRANSFERLAB_MIRROR"]},
+        "domain_seconds": {d: r["seconds"] for d, r in per_domain.items()},
+        "total_seconds": sum(r["seconds"] for r in per_domain.values()),
+        "cross_domain_compare_seconds": compare_s,
+        "domains": per_domain,
+    }
+    write_result(f"pipeline-{label}", result)
     return result

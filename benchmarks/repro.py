@@ -51,21 +51,27 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _run(cmd: list[str], cwd: Path) -> tuple[float, set[str]]:
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=900)
-    seconds = time.perf_counter() - t0
+def run_checked(cmd: list[str], cwd: Path, timeout: float = 900) -> str:
+    """Run ``cmd`` in ``cwd`` (clean environment); its stdout + stderr, or an error with their tail."""
+    proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n{(proc.stdout + proc.stderr)[-4000:]}")
-    return seconds, set(RUNNING.findall(proc.stdout + proc.stderr))
+    return proc.stdout + proc.stderr
 
 
-def make_project(root: Path) -> Path:
+def _run(cmd: list[str], cwd: Path) -> tuple[float, set[str]]:
+    t0 = time.perf_counter()
+    output = run_checked(cmd, cwd)
+    return time.perf_counter() - t0, set(RUNNING.findall(output))
+
+
+def make_project(root: Path, params: dict[str, Any]) -> Path:
+    """A fresh git + DVC project under ``root`` holding the tracked files and ``params``."""
     project = copy_tracked_files(REPO_ROOT, root / "project")
-    (project / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"],
                 ["git", "commit", "-q", "-m", "copy"]):
-        _run(cmd, project)
+        run_checked(cmd, project)
     where = subprocess.run([sys.executable, "-c", "import shared; print(shared.__file__)"], cwd=project,
                            env=_env(), capture_output=True, text=True, check=True).stdout.strip()
     if not Path(where).resolve().is_relative_to(project.resolve()):
@@ -79,7 +85,7 @@ def run() -> dict[str, Any]:
         write_result("repro", result)
         return result
     with tempfile.TemporaryDirectory(prefix="transferlab-bench-") as tmp:
-        project = make_project(Path(tmp))
+        project = make_project(Path(tmp), tiny_params())
         first_s, first = _run(["dvc", "repro"], project)
         noop_s, noop = _run(["dvc", "repro"], project)
         status_s, _ = _run(["dvc", "status"], project)
