@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,8 +22,8 @@ from typing import Any
 import yaml
 
 from benchmarks.common import REPO_ROOT, write_result
+from shared import testing
 from shared.config import materialize, parse_params
-from shared.testing import copy_tracked_files
 
 RUNNING = re.compile(r"Running stage '([^']+)'")
 NOOP_TARGET_S = 10.0
@@ -67,16 +66,7 @@ def _run(cmd: list[str], cwd: Path) -> tuple[float, set[str]]:
 
 def make_project(root: Path, params: dict[str, Any]) -> Path:
     """A fresh git + DVC project under ``root`` holding the tracked files and ``params``."""
-    project = copy_tracked_files(REPO_ROOT, root / "project")
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"],
-                ["git", "commit", "-q", "-m", "copy"]):
-        run_checked(cmd, project)
-    where = subprocess.run([sys.executable, "-c", "import shared; print(shared.__file__)"], cwd=project,
-                           env=_env(), capture_output=True, text=True, check=True).stdout.strip()
-    if not Path(where).resolve().is_relative_to(project.resolve()):
-        raise RuntimeError(f"stages in the copy would import {where}, not the copy")
-    return project
+    return testing.make_project(REPO_ROOT, root / "project", params, _env())
 
 
 def run() -> dict[str, Any]:

@@ -30,7 +30,6 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import numpy as np
 from datasets import DatasetDict, load_from_disk
@@ -110,14 +109,13 @@ def run_point(stage: Stage, dd: DatasetDict, regime: str, fraction: float, seed:
             subset = DatasetDict({"train": dd["train"].select(idx), "validation": dd["validation"],
                                   "test": dd["test"]})
             # resumable checkpoints of a point live apart from the train stage's (and from other points')
-            original = train_stage.checkpoint_dir(point)
-            ckpt = paths.checkpoint_dir(name, f"sweep-{regime}") / f"f{fraction:g}-s{seed}" / original.name
-            with tempfile.TemporaryDirectory(prefix="sweep-") as tmp, \
-                    mock.patch.object(train_stage, "checkpoint_dir", lambda _stage: ckpt):
+            ckpt = (paths.checkpoint_dir(name, f"sweep-{regime}") / f"f{fraction:g}-s{seed}"
+                    / train_stage.checkpoint_dir(point).name)
+            with tempfile.TemporaryDirectory(prefix="sweep-") as tmp:
                 if regime == "baseline":
                     preds, info = train_stage.train_baseline(point, subset, Path(tmp))
                 else:
-                    preds, info = train_stage.train_network(point, subset, Path(tmp))
+                    preds, info = train_stage.train_network(point, subset, Path(tmp), checkpoints=ckpt)
         test = float(METRICS[pm](preds.test_labels, preds.test_probs))
         val = float(METRICS[pm](preds.val_labels, preds.val_probs))
         result = {"regime": regime, "fraction": fraction, "seed": seed, "n_train": int(len(idx)),

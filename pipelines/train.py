@@ -99,10 +99,12 @@ def checkpoint_dir(stage: Stage) -> Path:
     return paths.checkpoint_dir(stage.domain.name, stage.regime or "") / digest
 
 
-def train_network(stage: Stage, dd: DatasetDict, out: Path | None) -> tuple[Predictions, dict[str, Any]]:
+def train_network(stage: Stage, dd: DatasetDict, out: Path | None,
+                  checkpoints: Path | None = None) -> tuple[Predictions, dict[str, Any]]:
     """scratch / partial / full / lora / lp_ft through the shared training loop.
 
     Every process of a DDP launch runs this; only the main one (``out`` given) writes weights.
+    ``checkpoints`` is the resumable-checkpoint folder (default: :func:`checkpoint_dir` of the stage).
     """
     regime, dp = stage.regime or "", stage.dp
     train = dp.train_for(regime)
@@ -129,6 +131,7 @@ def train_network(stage: Stage, dd: DatasetDict, out: Path | None) -> tuple[Pred
     loader_kw = {"tokenizer": tokenizer, "num_workers": train.num_workers,
                  "pin_memory": accelerator.device.type == "cuda"}
     train_loader = make_loader(datasets["train"], train.batch_size, shuffle=True, generator=generator,
+                               group_by_length=train.group_by_length,
                                sample_weights=sample_weights, **loader_kw)
     val_loader = make_loader(datasets["validation"], train.batch_size * 2, **loader_kw)
     test_loader = accelerator.prepare(make_loader(datasets["test"], train.batch_size * 2, **loader_kw))
@@ -136,7 +139,7 @@ def train_network(stage: Stage, dd: DatasetDict, out: Path | None) -> tuple[Pred
     def on_epoch(epoch: int, record: dict[str, float]) -> None:
         log_metrics(record, step=epoch)
 
-    ckpt = checkpoint_dir(stage)
+    ckpt = checkpoints or checkpoint_dir(stage)
     result = fit(model, groups, train_loader, val_loader, train, accelerator=accelerator,
                  class_weights=loss_weights, checkpoint_dir=ckpt, on_epoch=on_epoch, generator=generator,
                  seed=stage.params.seed)

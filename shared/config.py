@@ -79,6 +79,17 @@ class TrainParams(Strict):
     compile: bool = False
     num_workers: int = Field(default=0, ge=0)
     deterministic: bool = False
+    # Fine-tuning a pretrained backbone (partial, full, lp_ft): "frozen" keeps its BatchNorm layers in
+    # inference mode with the pretrained running statistics (Keras' transfer-learning advice; batch statistics
+    # of small or out-of-domain batches, e.g. grey X-rays, blow the activations up); "train" updates them.
+    # scratch always trains them.
+    batchnorm: Literal["frozen", "train"] = "frozen"
+    # Text: batches of similar-length sentences (transformers' LengthGroupedSampler, random across batches):
+    # far less padding, the same examples per epoch
+    group_by_length: bool = True
+    # The new classifier head of partial / full / lora / scratch: "zeros" (BiT's choice: the first loss is
+    # log(classes) and the backbone is not pushed by a random head) or PyTorch's default "random" init.
+    head_init: Literal["zeros", "random"] = "zeros"
 
 
 class TrainOverrides(Strict):
@@ -183,8 +194,11 @@ class TrackingParams(Strict):
 
 
 class SweepParams(Strict):
-    """The opt-in data-efficiency sweep (``python -m pipelines.sweep``; not part of ``dvc repro``):
-    stratified label fractions of train x regimes x seeds."""
+    """The opt-in data-efficiency sweep (``dvc repro sweep/dvc.yaml``, or ``python -m pipelines.sweep``; not
+    part of the default ``dvc repro``): stratified label fractions of train x regimes x seeds, per domain of
+    ``domains`` (each must also be in the top-level ``domains``, whose stages prepare and extract it)."""
+
+    domains: list[str] = Field(default_factory=lambda: ["xray", "ehr"], min_length=1)
 
     fractions: list[Annotated[float, Field(gt=0, le=1)]] = Field(
         default_factory=lambda: [0.01, 0.05, 0.1, 0.25, 1.0], min_length=1)
@@ -192,7 +206,7 @@ class SweepParams(Strict):
     seeds: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     min_per_class: int = Field(default=2, ge=1)  # floor of labelled items per class at small fractions
 
-    @field_validator("fractions", "regimes", "seeds")
+    @field_validator("domains", "fractions", "regimes", "seeds")
     @classmethod
     def _unique(cls, values: list[Any]) -> list[Any]:
         if len(set(values)) != len(values):

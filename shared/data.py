@@ -77,14 +77,23 @@ def make_dataset(split: Dataset, model: Any, *, tokenizer: Any = None, max_lengt
 
 def make_loader(dataset: TorchDataset, batch_size: int, *, tokenizer: Any = None, shuffle: bool = False,
                 generator: torch.Generator | None = None, sample_weights: torch.Tensor | None = None,
-                num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
-    """A DataLoader; text batches are padded per batch with the tokenizer."""
+                num_workers: int = 0, pin_memory: bool = False, group_by_length: bool = False) -> DataLoader:
+    """A DataLoader; text batches are padded per batch with the tokenizer.
+
+    ``group_by_length`` (text, shuffled): transformers' ``LengthGroupedSampler``: a random order whose
+    consecutive batches hold sentences of similar length, so a batch pads to far fewer tokens.
+    """
     collate = None
+    sampler: Any = None
     if isinstance(dataset, TextTokens):
         from transformers import DataCollatorWithPadding
+        from transformers.trainer_pt_utils import LengthGroupedSampler
 
         collate = DataCollatorWithPadding(tokenizer)
-    sampler = None
+        if shuffle and group_by_length and sample_weights is None:
+            lengths = [len(ids) for ids in dataset.encodings["input_ids"]]
+            sampler = LengthGroupedSampler(batch_size, lengths=lengths, generator=generator)
+            shuffle = False
     if sample_weights is not None:
         sampler = WeightedRandomSampler(sample_weights.double(), len(sample_weights), generator=generator)
         shuffle = False

@@ -55,12 +55,19 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
 
 
-def _freeze_batchnorm_stats(model: nn.Module) -> None:
-    """Mark BatchNorm layers whose affine parameters are frozen so training keeps them in eval mode."""
+def _freeze_batchnorm_stats(model: nn.Module, *, all_layers: bool = False) -> None:
+    """Mark BatchNorm layers whose affine parameters are frozen (or every one, ``all_layers``) so that
+    training keeps them in eval mode, with their running statistics."""
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             params = list(module.parameters(recurse=False))
-            module.frozen_stats = bool(params) and not any(p.requires_grad for p in params)
+            module.frozen_stats = all_layers or (bool(params) and not any(p.requires_grad for p in params))
+
+
+def _zero_head(model: nn.Module) -> None:
+    with torch.no_grad():
+        for p in model.head.parameters():
+            p.zero_()
 
 
 def set_train_mode(model: nn.Module) -> None:
@@ -116,6 +123,8 @@ def apply_lora(model: nn.Module, adapter: LoraAdapter) -> nn.Module:
 def setup_regime(model: nn.Module, regime: str, params: DomainParams) -> tuple[nn.Module, list[dict[str, Any]]]:
     """Freeze / unfreeze / adapt ``model`` for ``regime``; return the model to train and optimizer groups."""
     train = params.train_for(regime)
+    if regime != "lp_ft" and train.head_init == "zeros":  # lp_ft's head comes from the probe
+        _zero_head(model)
     if regime in ("scratch", "full", "lp_ft"):
         model.requires_grad_(True)
         factor = 1.0 if regime == "scratch" else train.backbone_lr_factor
@@ -136,5 +145,5 @@ def setup_regime(model: nn.Module, regime: str, params: DomainParams) -> tuple[n
         return model, [{"params": trainable, "lr": train.lr, "weight_decay": train.weight_decay, "name": "lora"}]
     else:
         raise ValueError(f"regime '{regime}' does not train a network")
-    _freeze_batchnorm_stats(model)
+    _freeze_batchnorm_stats(model, all_layers=regime != "scratch" and train.batchnorm == "frozen")
     return model, _discriminative_groups(model, train.lr, factor, train.weight_decay)

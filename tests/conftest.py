@@ -6,7 +6,7 @@ Everything here is sized for a 2-core CPU: the tiny BERT has 2 layers of width 3
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,15 @@ POSITIVE = ["a wonderful, moving and funny film", "great acting and a brilliant 
             "the best film this year"]
 NEGATIVE = ["a dull, boring and awful mess", "terrible acting and a stupid plot", "i hated every minute",
             "bad, tedious and ugly", "a horrible, painful waste of time", "the worst film this year"]
+
+
+@pytest.fixture()
+def one_thread() -> Iterator[None]:
+    """Run the test on one torch thread (restored afterwards): large convolutions on two shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -12,16 +12,16 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import yaml
 
+from shared import testing
 from shared.config import materialize, parse_params
-from shared.testing import copy_tracked_files
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DOMAINS = ("vision", "nlp")
@@ -79,19 +79,9 @@ def stages_run(proc: subprocess.CompletedProcess[str]) -> set[str]:
     return set(RUNNING.findall(proc.stdout + proc.stderr))
 
 
-def make_project(root: Path, regimes: list[str]) -> Path:
-    """A copy of the repository's tracked files with the tiny params, as a fresh git + DVC project."""
-    project = copy_tracked_files(REPO_ROOT, root / "project")
-    (project / "params.yaml").write_text(yaml.safe_dump(tiny_params(regimes), sort_keys=False))
-    run(["git", "init", "-q"], project)
-    run(["dvc", "init", "-q"], project)
-    run(["git", "add", "-A"], project)
-    run(["git", "commit", "-q", "-m", "copy"], project)
-    probe = "import pipelines, shared; print(shared.__file__, pipelines.__file__)"
-    where = run([sys.executable, "-c", probe], project).stdout.split()
-    assert all(Path(p).resolve().is_relative_to(project.resolve()) for p in where), \
-        f"stages would import the installed checkout, not the copy: {where}"
-    return project
+def make_project(root: Path, params: dict[str, Any]) -> Path:
+    """A copy of the repository's tracked files with ``params``, as a fresh git + DVC project."""
+    return testing.make_project(REPO_ROOT, root / "project", params, stage_env())
 
 
 def check_outputs(project: Path, regimes: list[str],
@@ -145,7 +135,7 @@ def check_outputs(project: Path, regimes: list[str],
 
 
 def e2e(tmp_path: Path, regimes: list[str]) -> None:
-    project = make_project(tmp_path, regimes)
+    project = make_project(tmp_path, tiny_params(regimes))
     t0 = time.perf_counter()
     first = run(["dvc", "repro"], project)
     print(f"first dvc repro: {time.perf_counter() - t0:.1f} s")
@@ -165,7 +155,7 @@ def e2e(tmp_path: Path, regimes: list[str]) -> None:
     assert params["vision"]["regimes"]["frozen"]["C_grid"] != [0.5]
     params["vision"]["regimes"]["frozen"]["C_grid"] = [0.5]
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    status = json.loads(run(["dvc", "status", "--json"], project).stdout or "{}")
+    status = json.loads(run(["dvc", "status", "--json", "dvc.yaml"], project).stdout or "{}")
     assert set(status) == {"train@vision-frozen"}, status
     changed = run(["dvc", "repro"], project)
     assert stages_run(changed) == {"train@vision-frozen", "evaluate@vision-frozen", "compare"}
@@ -182,3 +172,70 @@ def test_dvc_repro_end_to_end(tmp_path: Path) -> None:
 def test_dvc_repro_end_to_end_all_regimes(tmp_path: Path) -> None:
     """All seven regimes."""
     e2e(tmp_path, ALL_REGIMES)
+
+
+def kill_params() -> dict[str, Any]:
+    """vision/full only, deterministic, three epochs of 30 steps (seconds each): room to kill mid-epoch."""
+    params = tiny_params(["full"])
+    params["domains"] = ["vision"]
+    del params["nlp"]
+    params["vision"]["data"].update(max_train_samples=480)
+    params["vision"]["model"].update(image_size=64)
+    params["vision"]["train"].update(epochs=3, max_steps_per_epoch=None, batch_size=16, deterministic=True,
+                                     patience=3)
+    return params
+
+
+def _checkpoints(project: Path) -> list[Path]:
+    return sorted((project / "checkpoints" / "vision" / "full").glob("*/ckpt-*.json"))
+
+
+@pytest.mark.slow
+def test_killed_train_stage_resumes_bit_exact(tmp_path: Path) -> None:
+    """RELIABILITY (resume): kill ``dvc repro``'s process group (SIGKILL: no handler runs) in the middle of
+    the second epoch of train@vision-full; the next ``dvc repro`` resumes from the epoch-1 checkpoint,
+    ends with the same weights as an uninterrupted run, bit for bit, and the killed MLflow run is KILLED."""
+    from mlflow import MlflowClient
+    from safetensors.torch import load_file
+
+    reference = make_project(tmp_path / "reference", kill_params())
+    run(["dvc", "repro"], reference)
+    epoch_seconds = json.loads((reference / "metrics" / "vision" / "full.json").read_text())["train_seconds"] / 3
+    assert epoch_seconds > 0.6, f"an epoch takes {epoch_seconds:.2f} s: too short to kill inside it"
+
+    project = make_project(tmp_path / "killed", kill_params())
+    proc = subprocess.Popen(["dvc", "repro"], cwd=project, env=stage_env(), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 600
+        while not _checkpoints(project):
+            assert proc.poll() is None, f"dvc repro ended ({proc.returncode}) before the first checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint within 10 minutes"
+            time.sleep(0.2)
+        time.sleep(epoch_seconds / 3)  # inside epoch 2
+        assert [p.name for p in _checkpoints(project)] == ["ckpt-00000000.json"], "killed too late"
+        os.killpg(proc.pid, 9)
+    finally:
+        proc.wait(timeout=60)
+    assert not (project / "models" / "vision" / "full" / "weights.safetensors").exists()
+
+    again = run(["dvc", "repro"], project)
+    assert "resumed from epoch 0 checkpoint" in again.stdout + again.stderr
+    assert not _checkpoints(project), "checkpoints are removed once the weights are written"
+    ours = load_file(project / "models" / "vision" / "full" / "weights.safetensors")
+    theirs = load_file(reference / "models" / "vision" / "full" / "weights.safetensors")
+    assert ours.keys() == theirs.keys()
+    different = [k for k in ours if not (ours[k].dtype == theirs[k].dtype and ours[k].shape == theirs[k].shape
+                                         and ours[k].view(-1).view(torch.uint8).equal(
+                                             theirs[k].view(-1).view(torch.uint8)))]
+    assert not different, f"{len(different)} tensors differ from the uninterrupted run, e.g. {different[:3]}"
+    ours_m = json.loads((project / "metrics" / "vision" / "full.json").read_text())
+    theirs_m = json.loads((reference / "metrics" / "vision" / "full.json").read_text())
+    assert ours_m["test"] == theirs_m["test"]
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("vision")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id], "tags.regime = 'full'", max_results=100)
+    statuses = sorted(r.info.status for r in runs if r.data.tags.get("run_kind") != "pipeline")
+    assert statuses == ["FINISHED", "KILLED"], statuses

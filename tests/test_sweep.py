@@ -4,6 +4,8 @@ full fine-tuning of timm's ``test_efficientnet`` at 32 px) x 2 seeds, through th
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -116,3 +118,17 @@ def test_sweep_tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     assert sweep.main(["--domain", "vision", "--params", str(params_file), "--seeds", "0", "1"]) == 0
     runs = client.search_runs([exp.experiment_id])
     assert len(runs) == 10 and sum(r.data.tags.get("run_kind") == "sweep" for r in runs) == 2
+
+
+@pytest.mark.skipif(shutil.which("dvc") is None, reason="needs the dvc executable")
+def test_sweep_is_an_opt_in_dvc_stage_group() -> None:
+    """``sweep/dvc.yaml`` expands over ``sweep.domains``; the default ``dvc repro`` (top-level dvc.yaml) has
+    no sweep stage."""
+    def stages(target: str) -> list[str]:
+        out = subprocess.run(["dvc", "stage", "list", "--name-only", target], cwd=REPO_ROOT, capture_output=True,
+                             text=True, check=True).stdout
+        return out.split()
+
+    domains = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())["sweep"]["domains"]
+    assert stages("sweep/dvc.yaml") == [f"sweep/dvc.yaml:sweep@{d}" for d in domains]
+    assert not [s for s in stages("dvc.yaml") if "sweep" in s]

@@ -28,12 +28,7 @@ from shared.sources import SourceError
 SIZE = 64  # smallest comfortable input: 2x2 maps in inception5, 4x4 at the aux taps
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _batch(n: int = 2, seed: int = 0) -> torch.Tensor:

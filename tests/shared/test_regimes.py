@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -27,9 +28,9 @@ TRAINED_REGIMES = ("scratch", "partial", "full", "lora", "lp_ft")
 LR, FACTOR, BLOCKS = 1e-2, 0.1, 2
 
 
-def domain_params(model: ModelParams) -> DomainParams:
+def domain_params(model: ModelParams, **train: Any) -> DomainParams:
     return DomainParams(data=DataParams(dataset="tiny"), model=model,
-                        train=TrainParams(lr=LR, backbone_lr_factor=FACTOR),
+                        train=TrainParams(lr=LR, backbone_lr_factor=FACTOR, **train),
                         regimes=RegimesParams(partial=PartialParams(blocks=BLOCKS)))
 
 
@@ -106,13 +107,16 @@ def test_setup_regime_trains_exactly_the_intended_parameters(regime: str, modali
     assert set(grouped) == {id(p) for p in model.parameters() if p.requires_grad}
     assert count_parameters(model)[0] == sum(p.numel() for p in model.parameters() if p.requires_grad)
 
-    # one optimizer step: frozen parameters bit-identical, trainable ones changed
+    # three optimizer steps: frozen parameters bit-identical, trainable ones changed (the zero-initialised head
+    # passes no gradient back on the first step; LoRA's B and then A start moving one step later each)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     optimizer = torch.optim.AdamW(groups)
     set_train_mode(model)
     inputs, labels = tiny_batch(modality, tiny_bert_dir)
-    nn.functional.cross_entropy(model(inputs), labels).backward()
-    optimizer.step()
+    for _ in range(3):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(inputs), labels).backward()
+        optimizer.step()
     for name, p in model.named_parameters():
         if p.requires_grad:
             assert not torch.equal(p, before[name]), f"{regime}: trainable {name} did not change"
@@ -121,8 +125,9 @@ def test_setup_regime_trains_exactly_the_intended_parameters(regime: str, modali
 
 
 def test_partial_keeps_batchnorm_statistics_of_frozen_blocks(tiny_image_params: ModelParams) -> None:
+    """``batchnorm: train``: the unfrozen blocks' BatchNorm layers update their statistics, frozen ones not."""
     model = build(tiny_image_params, "image", "partial")
-    model, _ = setup_regime(model, "partial", domain_params(tiny_image_params))
+    model, _ = setup_regime(model, "partial", domain_params(tiny_image_params, batchnorm="train"))
     bns = {n: m for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)}
     frozen = {n for n, m in bns.items() if not m.weight.requires_grad}
     assert frozen and frozen != set(bns), "the tiny model must have frozen and trainable BatchNorm layers"
@@ -140,6 +145,35 @@ def test_partial_keeps_batchnorm_statistics_of_frozen_blocks(tiny_image_params: 
         else:
             assert m.training
             assert not torch.equal(m.running_mean, mean), f"trainable BatchNorm {name} did not update"
+
+
+@pytest.mark.parametrize("regime", ["partial", "full", "lp_ft", "scratch"])
+def test_batchnorm_frozen_keeps_pretrained_statistics(regime: str, tiny_image_params: ModelParams) -> None:
+    """``batchnorm: frozen`` (the default): fine-tuning a pretrained backbone leaves every running statistic
+    alone while the affine parameters still train; scratch always updates its statistics."""
+    model = build(tiny_image_params, "image", regime)
+    model, _ = setup_regime(model, regime, domain_params(tiny_image_params))
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    before = [m.running_mean.clone() for m in bns]
+    set_train_mode(model)
+    model(torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8))
+    changed = [not torch.equal(m.running_mean, b) for m, b in zip(bns, before, strict=True)]
+    assert all(changed) if regime == "scratch" else not any(changed)
+    if regime == "full":
+        assert all(m.weight.requires_grad for m in bns)
+
+
+@pytest.mark.parametrize(("head_init", "zero"), [("zeros", True), ("random", False)])
+def test_new_head_starts_at_zero(head_init: str, zero: bool, tiny_image_params: ModelParams) -> None:
+    """``head_init: zeros``: the first loss is log(classes) whatever the features."""
+    model = build(tiny_image_params, "image", "full")
+    model, _ = setup_regime(model, "full", domain_params(tiny_image_params, head_init=head_init))
+    assert bool((model.head.weight == 0).all()) == zero
+    if zero:
+        assert not model.head.bias.any()
+    logits = model(torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8))
+    if zero:
+        assert nn.functional.cross_entropy(logits, torch.tensor([0, 1, 0, 1])).item() == pytest.approx(np.log(2))
 
 
 @pytest.mark.parametrize("domain", ["vision", "nlp"])
