@@ -103,6 +103,9 @@ def fit_probe(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.nd
               *, max_iter: int, seed: int, class_weight: str | None = None) -> Probe:
     """Fit one logistic regression per C on train features; keep the best on validation."""
     scaler = StandardScaler().fit(train[0])
+    # a (near-)constant feature would get a scale of ~1e-9 and, folded into a Linear head (raw_weights,
+    # lp_ft), weights of ~1e9 that turn to inf in float32: floor the scale at 1e-3 of the median scale
+    scaler.scale_ = np.maximum(scaler.scale_, 1e-3 * float(np.median(scaler.scale_)))
     x_train, x_val = scaler.transform(train[0]), scaler.transform(val[0])
     best: Probe | None = None
     for C in C_grid:

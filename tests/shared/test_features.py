@@ -122,3 +122,17 @@ def test_extract_features_is_deterministic_text(text_dd: DatasetDict, tiny_bert_
     assert first[0].shape == (len(text_dd["train"]), 32)
     np.testing.assert_array_equal(first[0], second[0])
     np.testing.assert_array_equal(first[1], second[1])
+
+
+def test_probe_weights_stay_finite_with_a_near_constant_feature() -> None:
+    """A feature that barely varies (std 1e-7 here; 3e-9 in one of MiniLM's mean-pooled features have) must not give the
+    lp_ft head weights of ~1e9 (inf in float32); the folded weights still reproduce the probe."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 8)).astype(np.float32)
+    x[:, 3] = 0.5 + rng.normal(scale=1e-7, size=200)
+    y = (x[:, 0] + x[:, 1] > 0).astype(np.int64)
+    probe = fit_probe((x[:150], y[:150]), (x[150:], y[150:]), [1.0], max_iter=500, seed=0)
+    coef, intercept = probe.raw_weights()
+    assert np.isfinite(coef.astype(np.float32)).all() and np.abs(coef).max() < 1e4
+    logits = x.astype(np.float64) @ coef.T + intercept
+    np.testing.assert_allclose(1 / (1 + np.exp(-logits[:, 0])), probe.predict_proba(x)[:, 1], atol=1e-6)
