@@ -1,8 +1,10 @@
 """Run the CPU benchmarks and write ``benchmarks/results/<name>.json`` + ``benchmarks/results/README.md``.
 
-``python -m benchmarks.run`` (``make bench``) runs all of them; ``--only extract frozen`` a subset;
-``--readme`` only rewrites the README from the JSON files already there. Each benchmark is sized to take
-under a minute on a loaded 2-core CPU (``repro`` also pays for the first ``dvc repro`` of its tiny project).
+``python -m benchmarks.run`` (``make bench``) runs the quick ones (``extract frozen regimes repro``, each
+sized to take about a minute on a loaded 2-core CPU; ``repro`` also pays for the first ``dvc repro`` of its
+tiny project); ``--only`` picks others, among them the long ones, which take as long as what they run:
+``--only pipeline [--domains D ...] [--label L]`` (a whole ``dvc repro`` per domain) and ``--only sweep``
+(``dvc repro sweep/dvc.yaml``). ``--readme`` only rewrites the README from the JSON files already there.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from typing import Any
 
 from benchmarks.common import RESULTS_DIR, machine_info
 
-BENCHMARKS = ("extract", "frozen", "regimes", "repro", "pipeline")
+QUICK = ("extract", "frozen", "regimes", "repro")
+BENCHMARKS = (*QUICK, "pipeline", "sweep")
 
 
 def _load(name: str) -> dict[str, Any] | None:
@@ -110,6 +113,13 @@ def _rows() -> list[tuple[str, str, str, str, str, str]]:
             rows.append(("e. pipeline", f"{domain}: default params end to end", f"{seconds:.0f} s", "", "n/a", note))
         rows.append(("e. pipeline", f"{path.stem}: total ({', '.join(r['domain_seconds'])})",
                      f"{r['total_seconds']:.0f} s", "", "n/a", f"see {path.name}"))
+    if (r := _load("sweep")) is not None:
+        for domain, report in r["domains"].items():
+            cross = "; ".join(f"{regime} {c['status']}" + (f" at ~{c['n_train']:.0f} labels" if c["n_train"] else "")
+                              for regime, c in report["crossover"].items())
+            rows.append(("f. sweep", f"{domain}: fine-tuning vs frozen probe ({report['dataset']})",
+                         f"{r['seconds']:.0f} s (all domains)", "<= 2700 s", _yes(r["seconds"] <= 2700),
+                         f"`dvc repro sweep/dvc.yaml`; crossover: {cross}; curves in sweep/{domain}.png"))
     if (r := _load("gpu")) is not None:
         for model, m in r.get("models", {}).items():
             rows.append(("gpu", f"{model} train img/s: ours / reference", _f(m["ratio"]), "", "n/a",
@@ -121,7 +131,7 @@ def _rows() -> list[tuple[str, str, str, str, str, str]]:
 def write_readme() -> Path:
     """``results/README.md``: the table and the machine the numbers came from."""
     machine = None
-    for name in (*BENCHMARKS[:-1], "gpu"):
+    for name in (*QUICK, "gpu"):
         if (r := _load(name)) is not None:
             machine = r["machine"]
             break
@@ -152,7 +162,7 @@ def write_readme() -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
+    parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=list(QUICK))
     parser.add_argument("--readme", action="store_true", help="only rewrite README.md from the JSON files")
     parser.add_argument("--extract-images", type=int, default=256)
     parser.add_argument("--extract-sentences", type=int, default=128)
@@ -183,6 +193,10 @@ def main(argv: list[str] | None = None) -> int:
                 from benchmarks import pipeline
 
                 pipeline.run(args.domains, args.label)
+            elif name == "sweep":
+                from benchmarks import sweep
+
+                sweep.run()
             print(f"benchmark {name}: {time.perf_counter() - t0:.1f} s", flush=True)
     print(f"wrote {write_readme()}")
     return 0

@@ -87,8 +87,9 @@ class TrainParams(Strict):
     # Text: batches of similar-length sentences (transformers' LengthGroupedSampler, random across batches):
     # far less padding, the same examples per epoch
     group_by_length: bool = True
-    # The new classifier head of partial / full / lora / scratch: "zeros" (BiT's choice: the first loss is
-    # log(classes) and the backbone is not pushed by a random head) or PyTorch's default "random" init.
+    # The new classifier head of partial / full / lora / scratch: "zeros" (BiT's choice for transfer: the first
+    # loss is log(classes) and a pretrained backbone is not pushed around by a random head) or PyTorch's
+    # default "random" init (params.yaml sets it for scratch, where nothing is pretrained).
     head_init: Literal["zeros", "random"] = "zeros"
 
 
@@ -103,6 +104,7 @@ class TrainOverrides(Strict):
     warmup_fraction: float | None = Field(default=None, ge=0, lt=1)
     patience: int | None = Field(default=None, ge=1)
     max_steps_per_epoch: int | None = Field(default=None, ge=1)
+    head_init: Literal["zeros", "random"] | None = None
 
 
 class ProbeParams(Strict):
