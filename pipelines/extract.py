@@ -28,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     with staged_output(paths.features_dir(domain.name)) as tmp:
         cache = FeatureCache(tmp, model_params)
         for split in SPLITS:
-            dataset = make_dataset(dd[split], model, tokenizer=tokenizer, max_length=model_params.max_length)
+            dataset = make_dataset(dd[split], model, tokenizer=tokenizer, max_length=model_params.max_length,
+                                   sort_by_length=True)
             loader = make_loader(dataset, model_params.extract_batch_size, tokenizer=tokenizer)
             t0 = time.perf_counter()
             features, labels = extract_features(model, loader, device)

@@ -115,7 +115,7 @@ def train_network(stage: Stage, dd: DatasetDict, out: Path | None,
                         aux_logits=train.aux_loss_weight is not None)
     tokenizer = load_tokenizer(dp.model) if stage.domain.modality == "text" else None
     datasets = {s: make_dataset(dd[s], model, tokenizer=tokenizer, max_length=dp.model.max_length,
-                                augment=(s == "train"))
+                                augment=(s == "train"), sort_by_length=(s != "train"))
                 for s in ("train", "validation", "test")}
     info: dict[str, Any] = {}
     if regime == "lp_ft":
@@ -143,9 +143,11 @@ def train_network(stage: Stage, dd: DatasetDict, out: Path | None,
     result = fit(model, groups, train_loader, val_loader, train, accelerator=accelerator,
                  class_weights=loss_weights, checkpoint_dir=ckpt, on_epoch=on_epoch, generator=generator,
                  seed=stage.params.seed)
-    val_loader = accelerator.prepare(make_loader(datasets["validation"], train.batch_size * 2, **loader_kw))
     channels_last = use_channels_last(train, model, accelerator.device)
-    val_probs, val_labels, _ = predict(model, val_loader, accelerator, channels_last)
+    val_probs, val_labels = result.best_val_probs, result.best_val_labels  # the best epoch's, as scored
+    if val_probs is None:  # no epoch beat the initial score (NaN scores), or an old checkpoint
+        val_loader = accelerator.prepare(make_loader(datasets["validation"], train.batch_size * 2, **loader_kw))
+        val_probs, val_labels, _ = predict(model, val_loader, accelerator, channels_last)
     test_probs, test_labels, _ = predict(model, test_loader, accelerator, channels_last)
     model = accelerator.unwrap_model(model)
     trainable, total = count_parameters(model)

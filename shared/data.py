@@ -33,10 +33,15 @@ class ImageTensors(TorchDataset):
 
 
 class TextTokens(TorchDataset):
-    """Pre-tokenised sentences (lists of ids) and labels."""
+    """Pre-tokenised sentences (lists of ids) and labels.
 
-    def __init__(self, encodings: dict[str, list[list[int]]], labels: torch.Tensor) -> None:
-        self.encodings, self.labels = encodings, labels
+    ``order``: where item i came from in the split (``None``: the split's own order). An evaluation set is
+    held sorted by length so that its batches pad to fewer tokens; :func:`in_split_order` undoes it.
+    """
+
+    def __init__(self, encodings: dict[str, list[list[int]]], labels: torch.Tensor,
+                 order: np.ndarray | None = None) -> None:
+        self.encodings, self.labels, self.order = encodings, labels, order
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -65,14 +70,32 @@ def labels_of(split: Dataset) -> torch.Tensor:
 
 
 def make_dataset(split: Dataset, model: Any, *, tokenizer: Any = None, max_length: int | None = None,
-                 augment: bool = False) -> TorchDataset:
-    """A torch dataset of model inputs for ``split`` (see the module docstring)."""
+                 augment: bool = False, sort_by_length: bool = False) -> TorchDataset:
+    """A torch dataset of model inputs for ``split`` (see the module docstring).
+
+    ``sort_by_length`` (text): hold the items shortest first (for evaluation: about half the padded tokens
+    on variable-length reports); outputs over it go back to the split's order with :func:`in_split_order`.
+    """
     labels = labels_of(split)
     if "image" in split.column_names:
         return ImageTensors(decode_images(split, model.image_size), labels, augment=augment)
     encodings = tokenizer(list(split["text"]), truncation=True, max_length=max_length)
     keep = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encodings]
-    return TextTokens({k: encodings[k] for k in keep}, labels)
+    columns = {k: encodings[k] for k in keep}
+    if not sort_by_length:
+        return TextTokens(columns, labels)
+    order = np.argsort([len(ids) for ids in columns["input_ids"]], kind="stable")
+    return TextTokens({k: [v[i] for i in order] for k, v in columns.items()}, labels[torch.from_numpy(order)],
+                      order=order)
+
+
+def in_split_order(dataset: TorchDataset, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per-item outputs computed over ``dataset`` in its item order, put back in the split's order."""
+    order = getattr(dataset, "order", None)
+    if order is None:
+        return arrays
+    inverse = np.argsort(order)
+    return tuple(a[inverse] for a in arrays)
 
 
 def make_loader(dataset: TorchDataset, batch_size: int, *, tokenizer: Any = None, shuffle: bool = False,

@@ -17,7 +17,7 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 from torch.utils.data import DataLoader
 
-from shared.data import split_batch
+from shared.data import in_split_order, split_batch
 from shared.metrics import auroc
 
 
@@ -34,7 +34,7 @@ def cache_key(model_params: Any) -> dict[str, Any]:
 
 @torch.no_grad()
 def extract_features(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """Pooled features (N, F) float32 and labels (N,) over ``loader``, model in eval mode."""
+    """Pooled features (N, F) float32 and labels (N,) over ``loader`` (in the split's order), eval mode."""
     model.eval()
     feats, labels = [], []
     for batch in loader:
@@ -42,7 +42,8 @@ def extract_features(model: nn.Module, loader: DataLoader, device: torch.device)
         inputs = {k: v.to(device) for k, v in inputs.items()} if isinstance(inputs, dict) else inputs.to(device)
         feats.append(model.features(inputs).float().cpu().numpy())
         labels.append(y.numpy())
-    return np.concatenate(feats), np.concatenate(labels).astype(np.int64)
+    features, targets = in_split_order(loader.dataset, np.concatenate(feats), np.concatenate(labels))
+    return features, targets.astype(np.int64)
 
 
 class FeatureCache:

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from shared.checkpoint import capture_rng_state, load_latest_checkpoint, restore_rng_state, save_checkpoint
 from shared.config import TrainParams
-from shared.data import split_batch
+from shared.data import in_split_order, split_batch
 from shared.features import probe_score
 from shared.regimes import set_train_mode
 
@@ -58,6 +58,8 @@ class FitResult:
     train_seconds: float = 0.0
     train_samples: int = 0
     peak_memory_mb: float = 0.0
+    best_val_probs: np.ndarray | None = None  # the validation predictions of the best epoch
+    best_val_labels: np.ndarray | None = None
 
     @property
     def samples_per_second(self) -> float:
@@ -216,7 +218,8 @@ def _to_device(inputs: Any, device: torch.device) -> Any:
 @torch.no_grad()
 def predict(model: nn.Module, loader: DataLoader, accelerator: Accelerator, channels_last: bool = False
             ) -> tuple[np.ndarray, np.ndarray, float]:
-    """Softmax probabilities, labels and mean loss over ``loader`` (gathered across processes, in order)."""
+    """Softmax probabilities, labels (in the split's order) and mean loss over ``loader`` (gathered across
+    processes)."""
     model.eval()
     probs, labels, losses = [], [], []
     for batch in loader:
@@ -232,7 +235,8 @@ def predict(model: nn.Module, loader: DataLoader, accelerator: Accelerator, chan
         labels.append(y.cpu().numpy())
         losses.append(loss.cpu().numpy())
     loss_all = np.concatenate(losses)
-    return np.concatenate(probs), np.concatenate(labels), float(loss_all.mean())
+    probs_all, labels_all = in_split_order(loader.dataset, np.concatenate(probs), np.concatenate(labels))
+    return probs_all, labels_all, float(loss_all.mean())
 
 
 def _state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -291,6 +295,8 @@ def fit(model: nn.Module, param_groups: list[dict[str, Any]], train_loader: Data
             result.best_state, result.best_epoch = state["best_state"], int(state["best_epoch"])
             result.best_score, result.history = float(state["best_score"]), list(state["history"])
             result.train_seconds, result.train_samples = float(state["seconds"]), int(state["samples"])
+            if "best_val" in state:  # absent from checkpoints of older versions
+                result.best_val_probs, result.best_val_labels = (t.numpy() for t in state["best_val"])
             accelerator.print(f"resumed from epoch {start_epoch - 1} checkpoint in {checkpoint_dir}")
     for epoch in range(start_epoch, train.epochs):
         if stale >= train.patience:
@@ -342,6 +348,7 @@ def fit(model: nn.Module, param_groups: list[dict[str, Any]], train_loader: Data
         if score > result.best_score:
             result.best_score, result.best_epoch, stale = score, epoch, 0
             result.best_state = _state_copy(accelerator.unwrap_model(model))
+            result.best_val_probs, result.best_val_labels = val_probs, val_labels
         else:
             stale += 1
         if on_epoch is not None and accelerator.is_main_process:
@@ -353,6 +360,7 @@ def fit(model: nn.Module, param_groups: list[dict[str, Any]], train_loader: Data
                 "best_state": result.best_state, "best_epoch": result.best_epoch,
                 "best_score": result.best_score, "history": result.history, "seconds": result.train_seconds,
                 "samples": result.train_samples,
+                "best_val": [torch.from_numpy(result.best_val_probs), torch.from_numpy(result.best_val_labels)],
             })
         accelerator.wait_for_everyone()
     result.peak_memory_mb = peak_memory_mb(device)

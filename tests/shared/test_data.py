@@ -1,10 +1,17 @@
-"""Data loaders: length-grouped text batches."""
+"""Data loaders: length-grouped text batches for training, length-sorted evaluation sets."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+from datasets import Dataset
 
-from shared.data import TextTokens, make_loader
+from shared.backbones import build_model, load_tokenizer
+from shared.config import ModelParams, TrainParams
+from shared.data import TextTokens, in_split_order, make_dataset, make_loader
+from shared.features import extract_features
+from shared.splits import build_label_map, make_split
+from shared.training import make_accelerator, predict
 
 
 class _Tokenizer:
@@ -48,3 +55,41 @@ def test_length_grouped_batches_pad_less_and_keep_every_item() -> None:
     assert grouped_tokens < 0.75 * plain_tokens, (grouped_tokens, plain_tokens)
     assert _epoch(True, 0)[0] == grouped  # the generator's seed fixes the order (exact resume)
     assert _epoch(True, 1)[0] != grouped
+
+
+def _ragged_split(n: int = 40) -> Dataset:
+    """Sentences of 1 to 20 words in a shuffled order, labels alternating."""
+    rng = np.random.default_rng(0)
+    words = rng.permutation(np.arange(1, n + 1) % 20 + 1)
+    texts = [" ".join(["fine" if i % 2 else "poor"] * int(k)) + f" {i}" for i, k in enumerate(words)]
+    labels = ["positive" if i % 2 else "negative" for i in range(n)]
+    return make_split(texts, labels, build_label_map(["negative", "positive"]), modality="text", source="ragged")
+
+
+def test_length_sorted_eval_set_pads_less_and_outputs_come_back_in_split_order(
+        tiny_bert_params: ModelParams) -> None:
+    split = _ragged_split()
+    model = build_model(tiny_bert_params, "text", 2, pretrained=True).eval()
+    tokenizer = load_tokenizer(tiny_bert_params)
+    plain = make_dataset(split, model, tokenizer=tokenizer, max_length=32)
+    ordered = make_dataset(split, model, tokenizer=tokenizer, max_length=32, sort_by_length=True)
+    lengths = [len(ids) for ids in ordered.encodings["input_ids"]]
+    assert lengths == sorted(lengths) and list(ordered.order) != sorted(ordered.order)
+    loaders = {name: make_loader(ds, 8, tokenizer=tokenizer) for name, ds in (("plain", plain), ("sorted", ordered))}
+    padded = {name: sum(int(b["input_ids"].numel()) for b in loader) for name, loader in loaders.items()}
+    assert padded["sorted"] < 0.8 * padded["plain"], padded
+
+    accelerator = make_accelerator(TrainParams(), cpu=True)
+    probs, labels, _ = predict(model, loaders["plain"], accelerator)
+    sorted_probs, sorted_labels, _ = predict(model, loaders["sorted"], accelerator)
+    assert np.array_equal(sorted_labels, np.asarray(split["label"])) and np.array_equal(labels, sorted_labels)
+    np.testing.assert_allclose(sorted_probs, probs, atol=1e-5)  # same items, same place; only padding differs
+    feats, feat_labels = extract_features(model, loaders["plain"], torch.device("cpu"))
+    sorted_feats, sorted_feat_labels = extract_features(model, loaders["sorted"], torch.device("cpu"))
+    assert np.array_equal(sorted_feat_labels, feat_labels)
+    np.testing.assert_allclose(sorted_feats, feats, atol=1e-5)
+
+
+def test_in_split_order_is_the_identity_for_unsorted_sets() -> None:
+    values = np.arange(5.0)
+    assert in_split_order(_dataset(5), values)[0] is values

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -25,8 +26,8 @@ class Killed(Exception):
 
 
 def run_fit(dd: DatasetDict, model_params: ModelParams, *, seed: int = 0, checkpoint_dir: Path | None = None,
-            snapshots: list[dict[str, torch.Tensor]] | None = None, **train_kw: Any
-            ) -> tuple[torch.nn.Module, FitResult]:
+            snapshots: list[dict[str, torch.Tensor]] | None = None, val_predictions: list | None = None,
+            **train_kw: Any) -> tuple[torch.nn.Module, FitResult]:
     """Train the way ``pipelines/train.py`` does: seed_everything, its generator to make_loader and fit."""
     train = TrainParams(**{"epochs": 3, "batch_size": 8, "lr": 1e-2, "backbone_lr_factor": 0.5,
                            "warmup_fraction": 0.0, "patience": 5, **train_kw})
@@ -45,6 +46,8 @@ def run_fit(dd: DatasetDict, model_params: ModelParams, *, seed: int = 0, checkp
 
     result = fit(model, groups, train_loader, val_loader, train, accelerator=accelerator,
                  checkpoint_dir=checkpoint_dir, on_epoch=on_epoch, generator=generator, seed=seed)
+    if val_predictions is not None:  # the model (holding the best weights) scored on validation afresh
+        val_predictions.extend(training.predict(model, make_loader(datasets["validation"], 16), accelerator)[:2])
     return model, result
 
 
@@ -62,7 +65,8 @@ def assert_states_equal(a: dict[str, Any], b: dict[str, Any], what: str) -> None
 def test_fit_learns_and_returns_a_true_copy_of_the_best_state(image_dd: DatasetDict,
                                                               tiny_image_params: ModelParams) -> None:
     snapshots: list[dict[str, torch.Tensor]] = []
-    model, result = run_fit(image_dd, tiny_image_params, snapshots=snapshots)
+    fresh: list = []
+    model, result = run_fit(image_dd, tiny_image_params, snapshots=snapshots, val_predictions=fresh)
     losses = [h["train_loss"] for h in result.history]
     assert len(losses) == 3 and losses[-1] < losses[0], losses
     assert result.best_score == max(h["val_score"] for h in result.history)
@@ -71,6 +75,10 @@ def test_fit_learns_and_returns_a_true_copy_of_the_best_state(image_dd: DatasetD
     # the kept state is the best epoch's weights, and fit leaves the model holding them
     assert_states_equal(result.best_state, snapshots[result.best_epoch], "best state vs that epoch")
     assert_states_equal(result.best_state, dict(model.state_dict()), "model after fit vs best state")
+    # the validation predictions kept are the best weights' (train_network reports them, no second pass)
+    assert result.best_val_probs is not None and result.best_val_labels is not None
+    assert np.array_equal(result.best_val_labels, fresh[1])
+    np.testing.assert_allclose(result.best_val_probs, fresh[0], atol=1e-6)
     # a true copy: changing the model afterwards leaves it alone
     kept = {k: v.clone() for k, v in result.best_state.items()}
     with torch.no_grad():
@@ -111,6 +119,7 @@ def test_resume_after_a_kill_is_exact(image_dd: DatasetDict, tiny_image_params: 
     assert resumed.history == straight.history
     assert resumed.best_epoch == straight.best_epoch and resumed.train_samples == straight.train_samples
     assert_states_equal(resumed.best_state, straight.best_state, "best state")
+    assert np.array_equal(resumed.best_val_probs, straight.best_val_probs)
     last_straight, last_resumed = (load_latest_checkpoint(tmp_path / d) for d in ("straight", "resumed"))
     assert last_straight is not None and last_resumed is not None
     assert last_straight["epoch"] == last_resumed["epoch"] == 2
