@@ -1,14 +1,16 @@
 """Data-efficiency sweep (opt-in, not part of ``dvc repro``): how many labels does each regime need?
 
     python -m pipelines.sweep --domain xray [--fractions 0.01 0.1 1.0] [--regimes frozen lora full scratch]
-                              [--seeds 0 1 2] [--params sweep-params.yaml] [--out reports/sweep]
+                              [--seeds 0 1 2] [--min-steps 50] [--params sweep-params.yaml] [--out reports/sweep]
 
 For every label fraction (of the prepared train split, stratified: each class keeps that share, at least
 ``sweep.min_per_class`` items; for one seed the subsets are nested, so a larger fraction adds labels) x
 regime x seed, the regime is trained through the train stage's own functions
 (:func:`pipelines.train.train_network` / ``train_baseline``; the frozen probe is
 :func:`shared.features.fit_probe` on the rows of the *existing feature cache*, so run ``extract`` first)
-and scored on the untouched validation and test splits with the domain's primary metric.
+and scored on the untouched validation and test splits with the domain's primary metric. Every point
+trains with the domain's own schedule (epochs, batch size); ``sweep.min_steps`` repeats a small subset
+within each epoch so that every trained point takes at least that many optimizer steps.
 
 Writes ``<out>/<domain>.json`` (every point, mean / min / max over seeds per fraction, and the crossover:
 the number of labelled examples from which a fine-tuning regime's mean stays above the frozen probe's,
@@ -59,12 +61,20 @@ def stratified_indices(labels: np.ndarray, fraction: float, seed: int, min_per_c
     return np.sort(np.concatenate(chosen))
 
 
-def settings_digest(stage: Stage, min_per_class: int) -> str:
+def epoch_rows(idx: np.ndarray, batch_size: int, epochs: int, min_steps: int) -> np.ndarray:
+    """The labelled subset as each epoch sees it: ``idx`` repeated whole until an epoch holds at least
+    ``ceil(min_steps / epochs)`` batches (so ``epochs`` epochs take at least ``min_steps`` optimizer steps,
+    with the domain's per-epoch validation unchanged); ``idx`` itself when it is already large enough."""
+    rows_needed = math.ceil(min_steps / epochs) * batch_size
+    return np.tile(idx, max(1, math.ceil(rows_needed / len(idx))))
+
+
+def settings_digest(stage: Stage, cfg: SweepParams) -> str:
     """What a point's result depends on besides (regime, fraction, seed): reused points must match it."""
     dp = stage.dp
     key = {"data": dp.data.model_dump(mode="json"), "model": dp.model.model_dump(mode="json"),
            "train": dp.train.model_dump(mode="json"), "regimes": dp.regimes.model_dump(mode="json"),
-           "min_per_class": min_per_class}
+           "min_per_class": cfg.min_per_class, "min_steps": cfg.min_steps}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -93,11 +103,13 @@ def _frozen_point(stage: Stage, idx: np.ndarray, train_labels: np.ndarray) -> tu
 
 
 def run_point(stage: Stage, dd: DatasetDict, regime: str, fraction: float, seed: int,
-              min_per_class: int) -> dict[str, Any]:
+              cfg: SweepParams) -> dict[str, Any]:
     """Train and score one (regime, fraction, seed) inside its own (nested) MLflow run."""
     point = _point_stage(stage, regime, seed)
     train_labels = np.asarray(dd["train"]["label"], dtype=np.int64)
-    idx = stratified_indices(train_labels, fraction, seed, min_per_class)
+    idx = stratified_indices(train_labels, fraction, seed, cfg.min_per_class)
+    rows = idx  # what one epoch sees
+
     name, pm = stage.domain.name, stage.domain.primary_metric
     tags = {**point.tags("sweep"), "sweep": "true", "fraction": str(fraction), "seed": str(seed),
             "n_train": str(len(idx))}
@@ -106,7 +118,9 @@ def run_point(stage: Stage, dd: DatasetDict, regime: str, fraction: float, seed:
         if regime == PROBE:
             preds, info = _frozen_point(point, idx, train_labels)
         else:
-            subset = DatasetDict({"train": dd["train"].select(idx), "validation": dd["validation"],
+            train = point.dp.train_for(regime)
+            rows = epoch_rows(idx, train.batch_size, train.epochs, cfg.min_steps)
+            subset = DatasetDict({"train": dd["train"].select(rows), "validation": dd["validation"],
                                   "test": dd["test"]})
             # resumable checkpoints of a point live apart from the train stage's (and from other points')
             ckpt = (paths.checkpoint_dir(name, f"sweep-{regime}") / f"f{fraction:g}-s{seed}"
@@ -119,6 +133,7 @@ def run_point(stage: Stage, dd: DatasetDict, regime: str, fraction: float, seed:
         test = float(METRICS[pm](preds.test_labels, preds.test_probs))
         val = float(METRICS[pm](preds.val_labels, preds.val_probs))
         result = {"regime": regime, "fraction": fraction, "seed": seed, "n_train": int(len(idx)),
+                  "epoch_rows": int(len(rows)),
                   f"test_{pm}": test, f"val_{pm}": val, "train_seconds": float(info.get("train_seconds") or 0.0),
                   "trainable_params": info.get("trainable_params"), "run_id": run.info.run_id}
         log_metrics({f"test_{pm}": test, f"val_{pm}": val, "n_train": len(idx),
@@ -203,8 +218,8 @@ def plot(report: dict[str, Any], path: Path) -> Path:
 
 def resolve_settings(base: SweepParams, args: argparse.Namespace) -> SweepParams:
     """The params file's ``sweep`` section with the command-line overrides, validated again."""
-    update = {k: v for k, v in (("fractions", args.fractions), ("regimes", args.regimes), ("seeds", args.seeds))
-              if v is not None}
+    update = {k: v for k, v in (("fractions", args.fractions), ("regimes", args.regimes), ("seeds", args.seeds),
+                                ("min_steps", args.min_steps)) if v is not None}
     try:
         return SweepParams.model_validate({**base.model_dump(), **update})
     except ValueError as err:
@@ -218,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fractions", type=float, nargs="+", default=None)
     parser.add_argument("--regimes", nargs="+", default=None)
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
+    parser.add_argument("--min-steps", type=int, default=None, help="override sweep.min_steps")
     parser.add_argument("--params", default=None, help="params file (default: params.yaml at the root)")
     parser.add_argument("--out", default=None, help="output folder (default: reports/sweep at the root)")
     parser.add_argument("--no-resume", action="store_true", help="recompute points already in the JSON")
@@ -229,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = Path(args.out) if args.out else paths.reports_dir() / "sweep"
     json_path = out_dir / f"{name}.json"
     dd = load_from_disk(str(paths.prepared_dir(name)))
-    digest = settings_digest(stage, cfg.min_per_class)
+    digest = settings_digest(stage, cfg)
     done: dict[tuple[str, float, int], dict[str, Any]] = {}
     if json_path.is_file() and not args.no_resume:
         previous = json.loads(json_path.read_text())
@@ -238,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "domain": name, "dataset": stage.dp.data.dataset, "backbone": stage.dp.model.backbone,
         "primary_metric": pm, "n_train_total": len(dd["train"]), "fractions": sorted(cfg.fractions),
-        "regimes": cfg.regimes, "seeds": cfg.seeds, "min_per_class": cfg.min_per_class,
+        "regimes": cfg.regimes, "seeds": cfg.seeds, "min_per_class": cfg.min_per_class, "min_steps": cfg.min_steps,
         "settings_digest": digest, "status": "running", "points": [],
     }
     init_store([f"{name}-sweep"])
@@ -251,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
                 for seed in cfg.seeds:
                     point = done.get((regime, fraction, seed))
                     if point is None:
-                        point = run_point(stage, dd, regime, fraction, seed, cfg.min_per_class)
+                        point = run_point(stage, dd, regime, fraction, seed, cfg)
                         print(f"sweep {name}: {regime} fraction={fraction:g} seed={seed} n={point['n_train']} "
                               f"test {pm}={point[f'test_{pm}']:.4f}")
                     report["points"].append(point)

@@ -207,6 +207,9 @@ class SweepParams(Strict):
     regimes: list[Regime] = Field(default_factory=lambda: ["frozen", "lora", "full", "scratch"], min_length=1)
     seeds: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     min_per_class: int = Field(default=2, ge=1)  # floor of labelled items per class at small fractions
+    # every trained point takes at least this many optimizer steps (the subset is repeated within each
+    # epoch); 0: the domain's schedule as is, so 15 labels at batch 16 and 2 epochs are 2 steps
+    min_steps: int = Field(default=0, ge=0)
 
     @field_validator("domains", "fractions", "regimes", "seeds")
     @classmethod

@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import time
+from argparse import Namespace
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 import yaml
 from datasets import DatasetDict
 
-from pipelines.sweep import crossovers, curves, stratified_indices
+from pipelines.sweep import crossovers, curves, epoch_rows, resolve_settings, stratified_indices
 from shared.config import ParamsError, materialize, parse_params
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -31,6 +32,15 @@ def test_stratified_indices_are_nested_and_keep_every_class() -> None:
     assert np.bincount(labels[stratified_indices(labels, 0.01, 0, 2)]).tolist() == [2, 2]  # the floor
     assert len(stratified_indices(labels, 1.0, 0, 2)) == 100
     assert not np.array_equal(stratified_indices(labels, 0.1, 0, 2), small)  # the seed matters
+
+
+def test_epoch_rows_repeat_a_small_subset_up_to_min_steps() -> None:
+    idx = np.array([3, 5, 9, 11, 20])
+    assert np.array_equal(epoch_rows(idx, batch_size=4, epochs=2, min_steps=0), idx)  # off: as is
+    rows = epoch_rows(idx, batch_size=4, epochs=2, min_steps=10)  # >= 5 batches of 4 per epoch
+    assert len(rows) == 20 and np.array_equal(np.bincount(rows)[idx], [4] * 5)  # every item equally often
+    assert np.array_equal(epoch_rows(np.arange(100), batch_size=4, epochs=2, min_steps=10), np.arange(100))
+    assert len(epoch_rows(idx, batch_size=4, epochs=3, min_steps=10)) == 20  # ceil(10 / 3) = 4 batches
 
 
 def test_crossover_interpolates_in_log_space() -> None:
@@ -54,9 +64,14 @@ def test_sweep_params_are_validated() -> None:
     raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     assert parse_params(raw).sweep.fractions == [0.01, 0.05, 0.1, 0.25, 1.0]  # optional, with defaults
     for bad in ({"fractions": [0.0]}, {"fractions": [1.5]}, {"regimes": ["lp_ft"]}, {"seeds": [1, 1]},
-                {"unknown": 1}):
+                {"min_steps": -1}, {"unknown": 1}):
         with pytest.raises(ParamsError, match="sweep"):
             parse_params({**raw, "sweep": bad})
+    base = parse_params(raw).sweep  # command-line overrides are validated the same way
+    cli = {"fractions": None, "regimes": None, "seeds": [4], "min_steps": 50}
+    assert resolve_settings(base, Namespace(**cli)).model_dump() == {**base.model_dump(), "seeds": [4], "min_steps": 50}
+    with pytest.raises(ParamsError, match="min_steps"):
+        resolve_settings(base, Namespace(**{**cli, "min_steps": -1}))
 
 
 def test_sweep_tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -73,7 +88,8 @@ def test_sweep_tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     raw = {"seed": 0, "domains": ["vision"], "regimes": ["frozen", "full"], "vision": raw["vision"],
-           "sweep": {"fractions": [0.25, 1.0], "regimes": ["frozen", "full"], "seeds": [0, 1], "min_per_class": 2}}
+           "sweep": {"fractions": [0.25, 1.0], "regimes": ["frozen", "full"], "seeds": [0, 1], "min_per_class": 2,
+                     "min_steps": 2}}
     raw["vision"]["model"] = {"backbone": "test_efficientnet", "pretrained": False, "image_size": 32,
                               "extract_batch_size": 32}
     raw["vision"]["train"].update(epochs=1, batch_size=8, max_steps_per_epoch=2)
@@ -94,6 +110,8 @@ def test_sweep_tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         {(r, f, s) for r in ("frozen", "full") for f in (0.25, 1.0) for s in (0, 1)}
     for p in report["points"]:
         assert p["n_train"] == (8 if p["fraction"] == 0.25 else 32)
+        # min_steps 2 with 1 epoch of batch 8: the 8 labelled images are seen twice, the 32 once
+        assert p["epoch_rows"] == (16 if (p["regime"], p["fraction"]) == ("full", 0.25) else p["n_train"])
         assert 0.0 <= p["test_accuracy"] <= 1.0 and p["trainable_params"] > 0
     for regime in ("frozen", "full"):
         rows = report["curves"][regime]
