@@ -251,6 +251,28 @@ def test_pareto_front() -> None:
     assert pareto_front(points) == [True, True, False, False, True]
 
 
+def _row(regime: str, rank: int, primary: float, seconds: float, significant: bool | None = None) -> dict[str, Any]:
+    vs = None if significant is None else {"status": "tested", "significant": significant, "diff": 0.01,
+                                          "ci_low": -0.01, "ci_high": 0.03, "p_value": 0.01 if significant else 0.4}
+    return {"regime": regime, "rank": rank, "primary": primary, "primary_metric": "accuracy", "dataset": "toy",
+            "primary_ci_low": primary - 0.02, "primary_ci_high": primary + 0.02, "vs_winner": vs, "n_test": 500,
+            "train_seconds": seconds, "pareto_time": False, "trainable_params": 1000}
+
+
+@pytest.mark.parametrize(("runner_up_seconds", "significant", "advice"), [
+    (50.0, False, "Use partial when training cost matters, otherwise full."),  # 2x faster, within noise
+    (95.0, False, "Use full."),  # 1.05x faster is no saving worth a recommendation
+    (50.0, True, "Use full."),  # the winner's lead is significant
+])
+def test_what_to_use_paragraph(runner_up_seconds: float, significant: bool, advice: str) -> None:
+    from shared.reporting import recommendation
+
+    text = recommendation([_row("full", 1, 0.90, 100.0), _row("partial", 2, 0.89, runner_up_seconds, significant)])
+    assert text.startswith("On toy, full has the highest test accuracy: 0.900, 95% CI 0.880-0.920.")
+    assert text.endswith(advice), text
+    assert ("faster" in text) == advice.startswith("Use partial")
+
+
 def test_history_csv(tmp_path: Path) -> None:
     from shared.reporting import write_history_csv
 
