@@ -119,7 +119,8 @@ def _rows() -> list[tuple[str, str, str, str, str, str]]:
                               for regime, c in report["crossover"].items())
             rows.append(("f. sweep", f"{domain}: fine-tuning vs frozen probe ({report['dataset']})",
                          f"{r['seconds']:.0f} s (all domains)", "<= 2700 s", _yes(r["seconds"] <= 2700),
-                         f"`dvc repro sweep/dvc.yaml`; crossover: {cross}; curves in sweep/{domain}.png"))
+                         f"`dvc repro sweep/dvc.yaml`; crossover: {cross}; points in sweep/{domain}.json "
+                         f"(the run also plots them to sweep/{domain}.png, not committed)"))
     if (r := _load("gpu")) is not None:
         for model, m in r.get("models", {}).items():
             rows.append(("gpu", f"{model} train img/s: ours / reference", _f(m["ratio"]), "", "n/a",
