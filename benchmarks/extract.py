@@ -1,10 +1,10 @@
 """(a) Feature extraction: the extract stage's code path versus the bare model forward.
 
 The path is what ``pipelines/extract.py`` runs per split: ``shared.data.make_dataset`` (decode + resize, or
-tokenise), ``make_loader`` and ``shared.features.extract_features``. The reference is ``model.features`` on
-inputs already in memory as model-ready tensors (uint8 images at the backbone resolution; token ids padded
-per batch exactly as the collator does), same batch size, same model, eval mode, no grad. Target: the
-path reaches >= 0.9 of the bare items/s.
+tokenise and sort by length), ``make_loader`` and ``shared.features.extract_features``. The reference is
+``model.features`` on inputs already in memory as model-ready tensors (uint8 images at the backbone
+resolution; token ids padded per batch exactly as the collator does), same batch size, same model, eval
+mode, no grad. Target: the path reaches >= 0.9 of the bare items/s.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def _measure(model: torch.nn.Module, split: Any, batch_size: int, repeats: int, 
 
     def path() -> np.ndarray:
         t0 = time.perf_counter()
-        dataset = make_dataset(split, model, tokenizer=tokenizer, max_length=max_length)
+        dataset = make_dataset(split, model, tokenizer=tokenizer, max_length=max_length, sort_by_length=True)
         result["make_dataset_s"] = min(result.get("make_dataset_s", np.inf), time.perf_counter() - t0)
         loader = make_loader(dataset, batch_size, tokenizer=tokenizer)
         t1 = time.perf_counter()
@@ -48,8 +48,8 @@ def _measure(model: torch.nn.Module, split: Any, batch_size: int, repeats: int, 
         return feats
 
     # model-ready inputs in memory: the same batches the loader yields, built once, outside the timing
-    loader = make_loader(make_dataset(split, model, tokenizer=tokenizer, max_length=max_length), batch_size,
-                         tokenizer=tokenizer)
+    loader = make_loader(make_dataset(split, model, tokenizer=tokenizer, max_length=max_length,
+                                      sort_by_length=True), batch_size, tokenizer=tokenizer)
     batches = [split_batch(b)[0] for b in loader]
     t0 = time.perf_counter()
     for _ in loader:  # the loader alone: indexing + collate (+ padding for text), no model

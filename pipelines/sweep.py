@@ -109,7 +109,6 @@ def run_point(stage: Stage, dd: DatasetDict, regime: str, fraction: float, seed:
     train_labels = np.asarray(dd["train"]["label"], dtype=np.int64)
     idx = stratified_indices(train_labels, fraction, seed, cfg.min_per_class)
     rows = idx  # what one epoch sees
-
     name, pm = stage.domain.name, stage.domain.primary_metric
     tags = {**point.tags("sweep"), "sweep": "true", "fraction": str(fraction), "seed": str(seed),
             "n_train": str(len(idx))}

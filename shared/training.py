@@ -295,7 +295,7 @@ def fit(model: nn.Module, param_groups: list[dict[str, Any]], train_loader: Data
             result.best_state, result.best_epoch = state["best_state"], int(state["best_epoch"])
             result.best_score, result.history = float(state["best_score"]), list(state["history"])
             result.train_seconds, result.train_samples = float(state["seconds"]), int(state["samples"])
-            if "best_val" in state:  # absent from checkpoints of older versions
+            if state.get("best_val") is not None:  # absent from checkpoints of older versions
                 result.best_val_probs, result.best_val_labels = (t.numpy() for t in state["best_val"])
             accelerator.print(f"resumed from epoch {start_epoch - 1} checkpoint in {checkpoint_dir}")
     for epoch in range(start_epoch, train.epochs):
@@ -360,7 +360,8 @@ def fit(model: nn.Module, param_groups: list[dict[str, Any]], train_loader: Data
                 "best_state": result.best_state, "best_epoch": result.best_epoch,
                 "best_score": result.best_score, "history": result.history, "seconds": result.train_seconds,
                 "samples": result.train_samples,
-                "best_val": [torch.from_numpy(result.best_val_probs), torch.from_numpy(result.best_val_labels)],
+                "best_val": None if result.best_val_probs is None else
+                [torch.from_numpy(result.best_val_probs), torch.from_numpy(result.best_val_labels)],
             })
         accelerator.wait_for_everyone()
     result.peak_memory_mb = peak_memory_mb(device)
