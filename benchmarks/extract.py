@@ -1,7 +1,7 @@
 """(a) Feature extraction: the extract stage's code path versus the bare model forward.
 
-The path is what ``pipelines/extract.py`` runs per split: ``shared.data.make_dataset`` (decode + resize, or
-tokenise and sort by length), ``make_loader`` and ``shared.features.extract_features``. The reference is
+The path is what ``pipelines/extract.py`` runs per split: ``shared.data.loaders.make_dataset`` (decode + resize, or
+tokenise and sort by length), ``make_loader`` and ``shared.data.features.extract_features``. The reference is
 ``model.features`` on inputs already in memory as model-ready tensors (uint8 images at the backbone
 resolution; token ids padded per batch exactly as the collator does), same batch size, same model, eval
 mode, no grad. Target: the path reaches >= 0.9 of the bare items/s.
@@ -16,11 +16,11 @@ import numpy as np
 import torch
 
 from benchmarks.common import best_of, cifar_images, sst2_sentences, write_result
-from shared.backbones import build_model, load_tokenizer
 from shared.config import ModelParams
-from shared.data import make_dataset, make_loader, split_batch
-from shared.features import extract_features
-from shared.splits import build_label_map, make_split
+from shared.data.features import extract_features
+from shared.data.loaders import make_dataset, make_loader, split_batch
+from shared.data.splits import build_label_map, make_split
+from shared.models import build_model, load_tokenizer
 
 TARGET = 0.9
 

@@ -17,13 +17,13 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from benchmarks.common import cifar_images, write_result
-from shared.backbones import WeightsUnavailableError, build_model
 from shared.config import load_params
-from shared.data import make_dataset, make_loader
-from shared.features import extract_features, fit_probe
-from shared.regimes import setup_regime
-from shared.splits import build_label_map, make_split
-from shared.training import forward_loss, make_accelerator, make_optimizer, optimizer_step
+from shared.data.features import extract_features, fit_probe
+from shared.data.loaders import make_dataset, make_loader
+from shared.data.splits import build_label_map, make_split
+from shared.models import WeightsUnavailableError, build_model
+from shared.regimes.finetune import setup_regime
+from shared.training.loop import forward_loss, make_accelerator, make_optimizer, optimizer_step
 
 TARGET = 0.05
 

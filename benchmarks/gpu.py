@@ -3,7 +3,7 @@
 ``python -m benchmarks.gpu --out DIR`` writes ``DIR/gpu.json``. For each model (default
 ``tf_efficientnet_lite0`` and ``resnet50``) at 224 px, batch 256, bf16 autocast and channels-last:
 
-* **ours**: ``shared.backbones.ImageClassifier`` (pretrained=False) set up by ``shared.regimes.setup_regime``
+* **ours**: ``shared.models.ImageClassifier`` (pretrained=False) set up by ``shared.regimes.setup_regime``
   (regime ``full``), stepped by ``shared.training.train_step`` exactly as ``fit`` steps it: an
   ``Accelerator`` with ``mixed_precision="bf16"``, fused AdamW from ``make_optimizer``, gradient clipping at the
   default 1.0, the warmup-cosine schedule, uint8 images normalised inside the model.
@@ -31,10 +31,10 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import machine_info
-from shared.backbones import ImageClassifier
 from shared.config import DataParams, DomainParams, ModelParams, TrainParams
-from shared.regimes import setup_regime
-from shared.training import make_accelerator, make_optimizer, train_step, warmup_cosine
+from shared.models import ImageClassifier
+from shared.regimes.finetune import setup_regime
+from shared.training.loop import make_accelerator, make_optimizer, train_step, warmup_cosine
 
 
 def _sync(device: torch.device) -> None:
@@ -65,7 +65,7 @@ def _time_steps(step: Callable[[], Any], warmup: int, steps: int, device: torch.
 
 def ours(backbone: str, image_size: int, batch: int, warmup: int, steps: int, num_classes: int,
          device: torch.device) -> dict[str, Any]:
-    """Images/s through shared.training's step (see the module docstring)."""
+    """Images/s through shared.training.loop's step (see the module docstring)."""
     train = TrainParams(mixed_precision="bf16" if device.type == "cuda" else "no", channels_last=True,
                         batch_size=batch)
     dp = DomainParams(data=DataParams(dataset="synthetic"), train=train,

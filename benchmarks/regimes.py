@@ -22,10 +22,10 @@ import numpy as np
 import torch
 
 from benchmarks.common import write_result
-from shared.backbones import build_model
 from shared.config import load_params
-from shared.regimes import count_parameters, setup_regime
-from shared.training import forward_loss, make_accelerator, make_optimizer, optimizer_step
+from shared.models import build_model
+from shared.regimes.finetune import count_parameters, setup_regime
+from shared.training.loop import forward_loss, make_accelerator, make_optimizer, optimizer_step
 
 WARMUP = 2
 

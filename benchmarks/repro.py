@@ -22,8 +22,8 @@ from typing import Any
 import yaml
 
 from benchmarks.common import REPO_ROOT, write_result
-from shared import testing
 from shared.config import materialize, parse_params
+from shared.testing.domains import domains as testing
 
 RUNNING = re.compile(r"Running stage '([^']+)'")
 NOOP_TARGET_S = 10.0

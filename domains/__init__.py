@@ -1,3 +1,2 @@
-"""Built-in domains; importing this package registers them (folder name == registry key == params key)."""
-
-from domains import dermatology, ehr, nlp, vision, xray  # noqa: F401
+"""Built-in domains, one package each (folder name == registry key == params key). They register through
+the ``transferlab.domains`` entry points in ``pyproject.toml``, like any other package's domains."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from shared.arch import MODEL_NAMES, compare, to_markdown, write_report
+from shared.models.arch import MODEL_NAMES, compare, to_markdown, write_report
 
 DEFAULT_OUT = Path("reports/arch")
 

@@ -6,34 +6,52 @@ import argparse
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from shared import paths
 
 
-def cmd_domains(_: argparse.Namespace) -> int:
-    """List the registered domains."""
+def cmd_domains(args: argparse.Namespace) -> int:
+    """List the registered domains, with the task and primary metric of their params.yaml section (or of
+    their defaults when the file has none)."""
+    from shared.config import load_params
     from shared.registry import get_domain, list_domains
 
+    file = Path(args.params) if args.params else paths.params_file()
+    sections = load_params(file).sections if file.is_file() else {}
     for name in list_domains():
         cls = get_domain(name)
-        print(f"{name:14s} {cls.modality:6s} {cls.task:11s} datasets: {', '.join(cls.datasets)}")
+        domain = cls(sections[name] if name in sections else cls.Params())
+        print(f"{name:14s} {cls.modality:6s} {domain.task:11s} {domain.primary_metric:9s} "
+              f"datasets: {', '.join(cls.datasets)}")
+    return 0
+
+
+def cmd_regimes(_: argparse.Namespace) -> int:
+    """List the registered regimes."""
+    from shared.registry import get_regime, list_regimes
+
+    for name in list_regimes():
+        cls = get_regime(name)
+        needs = [w for w, on in (("pretrained", cls.pretrained), ("features", cls.needs_features)) if on]
+        print(f"{name:10s} {'network' if cls.trains_network else 'fitted':8s} {','.join(needs) or '-':20s} "
+              f"{cls.description}")
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """One (domain, regime) outside DVC, through the same stage code (missing inputs are built first)."""
     from pipelines import evaluate, extract, fetch, prepare, train
-    from shared.regimes import get_regime
-    from shared.registry import get_domain
+    from shared.registry import get_domain, get_regime
 
     get_domain(args.domain)  # unknown names fail here, before anything is fetched or written
-    get_regime(args.regime)
+    regime = get_regime(args.regime)
     common = ["--domain", args.domain] + (["--params", args.params] if args.params else [])
     if not paths.raw_dir(args.domain).exists():
         fetch.main(common)
     if not paths.prepared_dir(args.domain).exists():
         prepare.main(common)
-    if args.regime in ("frozen", "lp_ft") and not paths.features_dir(args.domain).exists():
+    if regime.needs_features and not paths.features_dir(args.domain).exists():
         extract.main(common)
     train.main(common + ["--regime", args.regime])
     return evaluate.main(common + ["--regime", args.regime])
@@ -69,7 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser (sub-commands)."""
     parser = argparse.ArgumentParser(prog="transferlab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("domains", help="list registered domains").set_defaults(func=cmd_domains)
+    domains = sub.add_parser("domains", help="list registered domains")
+    domains.add_argument("--params", default=None)
+    domains.set_defaults(func=cmd_domains)
+    sub.add_parser("regimes", help="list registered regimes").set_defaults(func=cmd_regimes)
     run = sub.add_parser("run", help="one (domain, regime) outside DVC")
     run.add_argument("domain")
     run.add_argument("--regime", required=True)

@@ -12,12 +12,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from shared import paths
 from shared.config import DomainParams, ProjectParams, load_params
-from shared.domain import Domain
-from shared.regimes import get_regime
-from shared.registry import get_domain
+from shared.data.domain import Domain
+from shared.regimes.base import Regime
+from shared.registry import get_domain, get_regime
 
 
 @dataclass
@@ -25,13 +26,20 @@ class Stage:
     """A validated stage invocation."""
 
     params: ProjectParams
-    domain: Domain
+    domain: Domain[Any]
     regime: str | None
 
     @property
     def dp(self) -> DomainParams:
         """The domain's validated params section."""
         return self.domain.params
+
+    @property
+    def regime_plugin(self) -> Regime[Any]:
+        """The regime of this invocation, configured by the domain's params."""
+        if self.regime is None:
+            raise ValueError("this stage runs no regime")
+        return get_regime(self.regime).for_domain(self.dp)
 
     def tags(self, stage: str) -> dict[str, str]:
         """MLflow tags every run of this (domain, regime) carries."""

@@ -27,9 +27,9 @@ from typing import Any
 
 from pipelines.common import git_commit, staged_output
 from shared import paths
-from shared.atomic import atomic_path, write_json
 from shared.config import DomainParams, ProjectParams, load_params
-from shared.predictions import Predictions
+from shared.evaluation.predictions import Predictions
+from shared.files.atomic import atomic_path, write_json
 from shared.reporting import (
     bar_chart,
     build_rows,

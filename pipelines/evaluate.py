@@ -11,14 +11,13 @@ from datasets import load_from_disk
 
 from pipelines.common import parse_stage, staged_output
 from shared import paths
-from shared.atomic import write_json
-from shared.metrics import evaluate_predictions
-from shared.plots import save_confusion_matrix, save_evaluation_plots
-from shared.predictions import Predictions
+from shared.evaluation.metrics import evaluate_predictions
+from shared.evaluation.plots import save_confusion_matrix, save_evaluation_plots
+from shared.evaluation.predictions import Predictions
+from shared.files.atomic import write_json
 from shared.reporting import write_history_csv
 from shared.tracking import log_metrics, tracked_run
 
-BASELINE_MODELS = {"text": "tfidf+logreg", "image": "pixels+logreg"}
 SUMMARY_KEYS = ("trainable_params", "total_params", "train_seconds", "peak_memory_mb", "train_samples_per_second")
 
 
@@ -43,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
                                   task=domain.task, class_names=class_names, params=stage.dp.evaluate,
                                   seed=stage.params.seed)
     metrics = {
-        "domain": domain.name, "regime": regime,
-        "backbone": stage.dp.model.backbone if regime != "baseline" else BASELINE_MODELS[domain.modality],
+        "domain": domain.name, "regime": regime, "regime_description": stage.regime_plugin.description,
+        "backbone": stage.regime_plugin.model_label(stage.dp, domain.modality),
         "dataset": stage.dp.data.dataset, "task": domain.task, "primary_metric": domain.primary_metric,
         "class_names": class_names, **{k: info.get(k) for k in SUMMARY_KEYS},
         "run_id": info["run_id"], **result,

@@ -10,10 +10,10 @@ from datasets import load_from_disk
 
 from pipelines.common import parse_stage, staged_output
 from shared import paths
-from shared.backbones import build_model, load_tokenizer
-from shared.data import make_dataset, make_loader
-from shared.domain import SPLITS
-from shared.features import FeatureCache, extract_features
+from shared.data.domain import SPLITS
+from shared.data.features import FeatureCache, extract_features
+from shared.data.loaders import make_dataset, make_loader
+from shared.models import build_model, load_tokenizer
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pipelines.common import parse_stage, staged_output
 from shared import paths
-from shared.atomic import write_json
-from shared.audit import attach_load_report, audit_splits, drop_cross_split_duplicates
-from shared.splits import check_splits, finalize_splits
+from shared.data.audit import attach_load_report, audit_splits, drop_cross_split_duplicates
+from shared.data.splits import check_splits, finalize_splits
+from shared.files.atomic import write_json
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,9 +5,8 @@
 
 For every label fraction (of the prepared train split, stratified: each class keeps that share, at least
 ``sweep.min_per_class`` items; for one seed the subsets are nested, so a larger fraction adds labels) x
-regime x seed, the regime is trained through the train stage's own functions
-(:func:`pipelines.train.train_network` / ``train_baseline``; the frozen probe is
-:func:`shared.features.fit_probe` on the rows of the *existing feature cache*, so run ``extract`` first)
+regime x seed, the regime runs through the library's :func:`shared.training.run.run_regime` on that subset
+of train (the frozen probe takes those rows of the *existing feature cache*, so run ``extract`` first)
 and scored on the untouched validation and test splits with the domain's primary metric. Every point
 trains with the domain's own schedule (epochs, batch size); ``sweep.min_steps`` repeats a small subset
 within each epoch so that every trained point takes at least that many optimizer steps.
@@ -29,22 +28,20 @@ import json
 import math
 import os
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from datasets import DatasetDict, load_from_disk
 
-from pipelines import train as train_stage
 from pipelines.common import Stage, git_commit, parse_stage
 from shared import paths
-from shared.atomic import atomic_path, write_json
 from shared.config import ParamsError, SweepParams
-from shared.features import FeatureCache, fit_probe
-from shared.metrics import METRICS
-from shared.predictions import Predictions
+from shared.evaluation.metrics import METRICS
+from shared.files.atomic import atomic_path, write_json
+from shared.regimes.base import RegimeContext
 from shared.tracking import init_store, log_metrics, tracked_run
+from shared.training.run import run_regime
 
 PROBE = "frozen"
 
@@ -73,39 +70,16 @@ def settings_digest(stage: Stage, cfg: SweepParams) -> str:
     """What a point's result depends on besides (regime, fraction, seed): reused points must match it."""
     dp = stage.dp
     key = {"data": dp.data.model_dump(mode="json"), "model": dp.model.model_dump(mode="json"),
-           "train": dp.train.model_dump(mode="json"), "regimes": dp.regimes.model_dump(mode="json"),
+           "train": dp.train.model_dump(mode="json"), "regimes": dp.model_dump(mode="json")["regimes"],
            "min_per_class": cfg.min_per_class, "min_steps": cfg.min_steps}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _point_stage(stage: Stage, regime: str, seed: int) -> Stage:
-    return Stage(params=stage.params.model_copy(update={"seed": seed}), domain=stage.domain, regime=regime)
-
-
-def _frozen_point(stage: Stage, idx: np.ndarray, train_labels: np.ndarray) -> tuple[Predictions, dict[str, Any]]:
-    """The frozen probe on the cached features of the labelled subset (C chosen on validation)."""
-    cfg = stage.dp.regimes.frozen
-    cache = FeatureCache(paths.features_dir(stage.domain.name), stage.dp.model)
-    x, y = cache.read("train")
-    if not np.array_equal(y, train_labels):
-        raise SystemExit(f"sweep: the feature cache of {stage.domain.name} does not match the prepared train "
-                         "split; re-run the extract stage")
-    weighting = None if stage.dp.train.loss_weighting == "plain" else "balanced"
-    t0 = time.perf_counter()
-    probe = fit_probe((x[idx], y[idx]), cache.read("validation"), cfg.C_grid, max_iter=cfg.max_iter,
-                      seed=stage.params.seed, class_weight=weighting)
-    seconds = time.perf_counter() - t0
-    (x_val, y_val), (x_test, y_test) = cache.read("validation"), cache.read("test")
-    coef, intercept = probe.raw_weights()
-    preds = Predictions(probe.predict_proba(x_val), y_val, probe.predict_proba(x_test), y_test)
-    return preds, {"trainable_params": int(coef.size + intercept.size), "train_seconds": seconds,
-                   "probe_C": probe.C}
 
 
 def run_point(stage: Stage, dd: DatasetDict, regime: str, fraction: float, seed: int,
               cfg: SweepParams) -> dict[str, Any]:
     """Train and score one (regime, fraction, seed) inside its own (nested) MLflow run."""
-    point = _point_stage(stage, regime, seed)
+    point = Stage(params=stage.params.model_copy(update={"seed": seed}), domain=stage.domain, regime=regime)
+    plugin = point.regime_plugin
     train_labels = np.asarray(dd["train"]["label"], dtype=np.int64)
     idx = stratified_indices(train_labels, fraction, seed, cfg.min_per_class)
     rows = idx  # what one epoch sees
@@ -114,21 +88,17 @@ def run_point(stage: Stage, dd: DatasetDict, regime: str, fraction: float, seed:
             "n_train": str(len(idx))}
     with tracked_run(f"{name}-sweep", f"{name}-{regime}-f{fraction:g}-s{seed}", tags=tags, nested=True,
                      params={"regime": regime, "fraction": fraction, "seed": seed, "n_train": len(idx)}) as run:
-        if regime == PROBE:
-            preds, info = _frozen_point(point, idx, train_labels)
-        else:
-            train = point.dp.train_for(regime)
+        ckpt = None
+        if plugin.trains_network:
+            train = plugin.train_params(point.dp)
             rows = epoch_rows(idx, train.batch_size, train.epochs, cfg.min_steps)
-            subset = DatasetDict({"train": dd["train"].select(rows), "validation": dd["validation"],
-                                  "test": dd["test"]})
             # resumable checkpoints of a point live apart from the train stage's (and from other points')
             ckpt = (paths.checkpoint_dir(name, f"sweep-{regime}") / f"f{fraction:g}-s{seed}"
-                    / train_stage.checkpoint_dir(point).name)
-            with tempfile.TemporaryDirectory(prefix="sweep-") as tmp:
-                if regime == "baseline":
-                    preds, info = train_stage.train_baseline(point, subset, Path(tmp))
-                else:
-                    preds, info = train_stage.train_network(point, subset, Path(tmp), checkpoints=ckpt)
+                    / settings_digest(stage, cfg))
+        ctx = RegimeContext(domain=stage.domain, seed=seed, data=dd, features_dir=paths.features_dir(name),
+                            train_indices=rows, checkpoints=ckpt)
+        with tempfile.TemporaryDirectory(prefix="sweep-") as tmp:
+            preds, info = run_regime(plugin, ctx, Path(tmp))
         test = float(METRICS[pm](preds.test_labels, preds.test_probs))
         val = float(METRICS[pm](preds.val_labels, preds.val_probs))
         result = {"regime": regime, "fraction": fraction, "seed": seed, "n_train": int(len(idx)),

@@ -22,9 +22,26 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-Regime = Literal["scratch", "frozen", "partial", "full", "lora", "lp_ft", "baseline"]
-REGIMES: tuple[str, ...] = ("scratch", "frozen", "partial", "full", "lora", "lp_ft", "baseline")
+from shared.registry import get_domain, get_regime, list_domains, list_regimes
+
 PosFloat = Annotated[float, Field(gt=0)]
+
+
+def _known_regimes(values: list[str]) -> list[str]:
+    unknown = [v for v in values if v not in list_regimes()]
+    if unknown:
+        raise ValueError(f"unknown regime(s) {unknown}; registered regimes: {list_regimes()}")
+    return values
+
+
+def _validate_nested(model: type[BaseModel], value: Any, where: str) -> BaseModel:
+    """Validate a nested section, with the section's path in front of each error (pydantic keeps the
+    location of errors raised by validators only as the field's)."""
+    try:
+        return model.model_validate(value)
+    except ValidationError as err:
+        lines = [f"{where}.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()]
+        raise ValueError("; ".join(lines)) from None
 
 
 class ParamsError(ValueError):
@@ -107,61 +124,6 @@ class TrainOverrides(Strict):
     head_init: Literal["zeros", "random"] | None = None
 
 
-class ProbeParams(Strict):
-    """The frozen regime: logistic regression on cached features, C chosen on validation."""
-
-    C_grid: list[PosFloat] = Field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0], min_length=1)
-    max_iter: int = Field(default=2000, ge=10)
-
-
-class PartialParams(TrainOverrides):
-    """Partial fine-tuning: the last ``blocks`` backbone blocks and the head train."""
-
-    blocks: int = Field(default=2, ge=1)
-
-
-class LoraAdapter(Strict):
-    """A LoRA adapter (PEFT). ``target_modules`` defaults to the backbone's own choice."""
-
-    type: Literal["lora"] = "lora"
-    r: int = Field(default=8, ge=1)
-    alpha: int = Field(default=16, ge=1)
-    dropout: float = Field(default=0.0, ge=0, lt=1)
-    target_modules: list[str] | None = None
-
-
-class LoraParams(TrainOverrides):
-    """LoRA regime: adapters + head (``modules_to_save``)."""
-
-    adapter: Annotated[LoraAdapter, Field(discriminator="type")] = Field(default_factory=LoraAdapter)
-
-
-class LpFtParams(TrainOverrides):
-    """Linear probe, then fine-tune: the head starts from the frozen probe's weights."""
-
-    probe: ProbeParams = Field(default_factory=ProbeParams)
-
-
-class BaselineParams(Strict):
-    """Classical baseline: TF-IDF (text) or raw pixels (images) + logistic regression."""
-
-    C_grid: list[PosFloat] = Field(default_factory=lambda: [0.1, 1.0, 10.0], min_length=1)
-    max_features: int = Field(default=50000, ge=10)
-    pixel_size: int = Field(default=28, ge=4, le=128)
-
-
-class RegimesParams(Strict):
-    """One sub-section per regime."""
-
-    scratch: TrainOverrides = Field(default_factory=TrainOverrides)
-    frozen: ProbeParams = Field(default_factory=ProbeParams)
-    partial: PartialParams = Field(default_factory=PartialParams)
-    full: TrainOverrides = Field(default_factory=TrainOverrides)
-    lora: LoraParams = Field(default_factory=LoraParams)
-    lp_ft: LpFtParams = Field(default_factory=LpFtParams)
-    baseline: BaselineParams = Field(default_factory=BaselineParams)
-
-
 class EvaluateParams(Strict):
     """Evaluation: bootstrap CIs and the operating threshold for binary tasks."""
 
@@ -176,12 +138,30 @@ class DomainParams(Strict):
     data: DataParams
     model: ModelParams
     train: TrainParams = Field(default_factory=TrainParams)
-    regimes: RegimesParams = Field(default_factory=RegimesParams)
+    # one sub-section per registered regime, validated by that regime's ``Params`` (defaults filled in)
+    regimes: dict[str, Any] = Field(default_factory=dict)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+
+    @field_validator("regimes", mode="before")
+    @classmethod
+    def _regime_sections(cls, raw: Any) -> dict[str, Any]:
+        if isinstance(raw, BaseModel):
+            raw = raw.model_dump()
+        if not isinstance(raw, dict):
+            raise ValueError(f"expected a mapping of regime name to settings, got {type(raw).__name__}")
+        unknown = [k for k in raw if k not in list_regimes()]
+        if unknown:
+            raise ValueError(f"unknown regime(s) {unknown}; registered regimes: {list_regimes()}")
+        out: dict[str, Any] = {}
+        for name in list_regimes():
+            model = get_regime(name).Params
+            value = raw.get(name) or {}
+            out[name] = value if isinstance(value, model) else _validate_nested(model, value, f"regimes.{name}")
+        return out
 
     def train_for(self, regime: str) -> TrainParams:
         """The training settings of ``regime``: the domain's ``train`` with that regime's overrides."""
-        section = getattr(self.regimes, regime)
+        section = self.regimes[regime]
         if not isinstance(section, TrainOverrides):
             return self.train
         fields = set(TrainOverrides.model_fields)
@@ -204,7 +184,7 @@ class SweepParams(Strict):
 
     fractions: list[Annotated[float, Field(gt=0, le=1)]] = Field(
         default_factory=lambda: [0.01, 0.05, 0.1, 0.25, 1.0], min_length=1)
-    regimes: list[Regime] = Field(default_factory=lambda: ["frozen", "lora", "full", "scratch"], min_length=1)
+    regimes: list[str] = Field(default_factory=lambda: ["frozen", "lora", "full", "scratch"], min_length=1)
     seeds: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     min_per_class: int = Field(default=2, ge=1)  # floor of labelled items per class at small fractions
     # every trained point takes at least this many optimizer steps (the subset is repeated within each
@@ -221,8 +201,10 @@ class SweepParams(Strict):
     @field_validator("regimes")
     @classmethod
     def _sweepable(cls, values: list[str]) -> list[str]:
-        if "lp_ft" in values:  # its probe is fitted on the whole cached train split: labels would leak
-            raise ValueError("lp_ft cannot be swept (its probe reads every train label)")
+        _known_regimes(values)
+        fixed = [v for v in values if not get_regime(v).sweepable]  # e.g. lp_ft: its probe reads every label
+        if fixed:
+            raise ValueError(f"regime(s) {fixed} cannot be swept (they read every train label)")
         return values
 
 
@@ -231,10 +213,15 @@ class ProjectParams(Strict):
 
     seed: int = Field(default=0, ge=0)
     domains: list[str] = Field(min_length=1)
-    regimes: list[Regime] = Field(min_length=1)
+    regimes: list[str] = Field(min_length=1)
     tracking: TrackingParams = Field(default_factory=TrackingParams)
     sweep: SweepParams = Field(default_factory=SweepParams)
     sections: dict[str, DomainParams] = Field(default_factory=dict)
+
+    @field_validator("regimes")
+    @classmethod
+    def _registered(cls, values: list[str]) -> list[str]:
+        return _known_regimes(values)
 
     def domain(self, name: str) -> DomainParams:
         """The validated section of domain ``name``."""
@@ -255,8 +242,6 @@ def _format(err: ValidationError, path: Path, prefix: str) -> str:
 
 def validate_section(name: str, raw: Any, path: Path | str = "params.yaml") -> DomainParams:
     """Validate one domain section with that domain's ``Params`` model."""
-    from shared.registry import get_domain
-
     model = get_domain(name).Params
     try:
         return model.model_validate(raw)
@@ -266,8 +251,6 @@ def validate_section(name: str, raw: Any, path: Path | str = "params.yaml") -> D
 
 def parse_params(raw: Any, path: Path | str = "params.yaml") -> ProjectParams:
     """Validate an already-parsed params mapping (see :func:`load_params`)."""
-    from shared.registry import list_domains
-
     path = Path(path)
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")

@@ -15,7 +15,7 @@ import torch
 from datasets import DatasetDict
 
 from shared.config import ModelParams
-from shared.splits import build_label_map, make_split
+from shared.data.splits import build_label_map, make_split
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 IMAGE_SIZE = 32
@@ -41,7 +41,7 @@ def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer BERT (hidden size 32) saved with the packaged MiniLM's tokenizer, loadable offline."""
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from shared.backbones.weights import minilm_dir
+    from shared.models.weights import minilm_dir
 
     folder = tmp_path_factory.mktemp("tiny-bert")
     tokenizer = AutoTokenizer.from_pretrained(str(minilm_dir()), local_files_only=True)

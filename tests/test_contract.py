@@ -18,11 +18,11 @@ import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
 from shared.config import DataParams, DomainParams, ModelParams
-from shared.domain import Domain
+from shared.data.domain import Domain
+from shared.data.sources import MIRROR_ENV
+from shared.data.splits import build_label_map, make_split
 from shared.registry import get_domain, list_domains
-from shared.sources import MIRROR_ENV
-from shared.splits import build_label_map, make_split
-from shared.testing import check_domain, check_splits_contract
+from shared.testing.domains import check_domain, check_splits_contract
 
 DOMAINS = list_domains()
 BUILT_IN = ["dermatology", "ehr", "nlp", "vision", "xray"]

@@ -113,7 +113,7 @@ def projects(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Pat
 
 
 def read_outputs(root: Path, regime: str) -> tuple[dict[str, Any], Any, dict[str, torch.Tensor]]:
-    from shared.predictions import Predictions
+    from shared.evaluation.predictions import Predictions
 
     out = root / "models" / "vision" / regime
     return (json.loads((out / "run.json").read_text()), Predictions.load(out / "predictions.safetensors"),

@@ -20,8 +20,8 @@ import pytest
 import torch
 import yaml
 
-from shared import testing
 from shared.config import materialize, parse_params
+from shared.testing import domains as testing
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DOMAINS = ("vision", "nlp")

@@ -4,17 +4,17 @@ Layout (``imagefolder``): ``{train,test}/{benign,malignant}/*.jpg``, 224x224 RGB
 holds train 1440 benign / 1197 malignant, test 360 / 300 and a ``MANIFEST.sha256`` that is verified
 (every listed file matches, no unlisted image). The ``source`` data param may name another folder, a
 local archive or an archive URL (http, https, file) with the same layout; archives are downloaded with
-:func:`shared.sources.download` (checked against ``source_sha256`` when given) and extracted with
-:func:`shared.safe_io.safe_extract`.
+:func:`shared.data.sources.download` (checked against ``source_sha256`` when given) and extracted with
+:func:`shared.files.safe.safe_extract`.
 
 Labels come from the class folder names, which must be the same two in train and test; the positive
 class (index 1) is ``malignant``. Hidden files or folders (a leading ``.``) and stray files outside the
-class folders raise. Every image is fully decoded at load time (:func:`shared.images.decode_image`);
+class folders raise. Every image is fully decoded at load time (:func:`shared.data.images.decode_image`);
 with ``data.bad_images: quarantine`` a bad image is left out and listed in ``self.load_report``
 (``quarantined``: ``{file, split, reason}``), which ``prepare`` adds to the audit; with ``fail``
 (default) it raises naming the file. There is no validation split: ``prepare`` derives it from train.
 The set contains near duplicates across train and test (several images of the same lesion): see the
-audit (``shared.audit``) and ``data.dedupe_across_splits``.
+audit (``shared.data.audit``) and ``data.dedupe_across_splits``.
 """
 
 from __future__ import annotations
@@ -27,12 +27,11 @@ from datasets import DatasetDict
 from pydantic import Field
 
 from shared.config import DataParams, DomainParams, ModelParams
-from shared.domain import Domain
-from shared.images import BadImageError, decode_image
-from shared.registry import register_domain
-from shared.safe_io import safe_extract
-from shared.sources import RemoteFile, SourceError, download, file_digest, resolve
-from shared.splits import LabelMapError, build_label_map, make_split
+from shared.data.domain import Domain, Task
+from shared.data.images import BadImageError, decode_image
+from shared.data.sources import RemoteFile, SourceError, download, file_digest, resolve
+from shared.data.splits import LabelMapError, build_label_map, make_split
+from shared.files.safe import safe_extract
 
 MIRROR_DIR = "isic-malignant-benign"
 MANIFEST = "MANIFEST.sha256"
@@ -119,20 +118,19 @@ def class_names(root: Path) -> list[str]:
     return sorted(names, key=lambda n: (n == POSITIVE, n))
 
 
-@register_domain
-class Dermatology(Domain):
+class Dermatology(Domain[DermatologyParams]):
     """Binary: benign (0) vs malignant (1, positive). Primary metric AUROC.
 
     After :meth:`load_splits`, ``self.load_report`` holds ``{"quarantined": [{file, split, reason}],
-    "dropped": {"bad_image": n}}`` for ``shared.audit.attach_load_report``.
+    "dropped": {"bad_image": n}}`` for ``shared.data.audit.attach_load_report``.
     """
 
     name: ClassVar[str] = "dermatology"
     modality: ClassVar[Literal["image"]] = "image"
-    task: ClassVar[Literal["binary"]] = "binary"
+    task: Task = "binary"
     datasets: ClassVar[tuple[str, ...]] = ("isic",)
-    Params: ClassVar[type[DomainParams]] = DermatologyParams
-    primary_metric: ClassVar[str] = "auroc"
+    Params = DermatologyParams
+    primary_metric: str = "auroc"
 
     def __init__(self, params: DomainParams) -> None:
         super().__init__(params)

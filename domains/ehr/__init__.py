@@ -18,7 +18,7 @@ installed with ``--no-deps``), else Open-i. It is checked by content (3955 repor
 Text = the ``transcription`` column only (``keywords``/``description`` often name the specialty).
 Rows of other specialties are ignored; empty transcriptions are dropped (``empty_text``). MTSamples lists
 many notes under several specialties (e.g. an operative note under both "Surgery" and "Orthopedic"): a
-note whose normalised text (:func:`shared.audit.normalize_text`) appears under more than one selected
+note whose normalised text (:func:`shared.data.audit.normalize_text`) appears under more than one selected
 specialty has no single label and is dropped (``ambiguous_specialty``, counted per row); a note repeated
 under the same specialty is kept once (``duplicate_text``). The default list is the organ-system
 specialties with >= 100 non-empty notes; left out are note-type categories ("Consult - History and Phy.",
@@ -46,13 +46,12 @@ from typing import Any, ClassVar, Literal
 from datasets import DatasetDict
 from pydantic import Field
 
-from shared.audit import normalize_text
 from shared.config import DataParams, DomainParams, ModelParams
-from shared.domain import Domain
-from shared.registry import register_domain
-from shared.safe_io import safe_extract
-from shared.sources import RemoteFile, SourceError, package_file, resolve
-from shared.splits import build_label_map, make_split
+from shared.data.audit import normalize_text
+from shared.data.domain import Domain, Task
+from shared.data.sources import RemoteFile, SourceError, package_file, resolve
+from shared.data.splits import build_label_map, make_split
+from shared.files.safe import safe_extract
 
 IU_ARCHIVE = "NLMCXR_reports.tgz"
 IU_REMOTE = RemoteFile(mirror_path=f"iu_reports/{IU_ARCHIVE}",
@@ -156,29 +155,30 @@ def read_mtsamples(path: Path, specialties: list[str]) -> tuple[list[str], list[
     return texts, labels, dropped
 
 
-@register_domain
-class Ehr(Domain):
+class Ehr(Domain[EhrParams]):
     """Clinical text. ``iu_reports``: binary (abnormal positive, AUROC); ``mtsamples``: multiclass
-    (macro-F1). ``task`` and ``primary_metric`` are set per instance from ``data.dataset`` (the class
-    attributes describe the default dataset), so read them from the instance.
+    (macro-F1): :meth:`task_for` sets ``task`` and ``primary_metric`` per instance from ``data.dataset``
+    (the class attributes describe the default dataset).
 
     After :meth:`load_splits`, ``self.load_report = {"quarantined": [], "dropped": {reason: count}}``
-    for ``shared.audit.attach_load_report``.
+    for ``shared.data.audit.attach_load_report``.
     """
 
     name: ClassVar[str] = "ehr"
     modality: ClassVar[Literal["text"]] = "text"
-    task: ClassVar[Literal["binary", "multiclass"]] = "binary"
+    task: Task = "binary"
     datasets: ClassVar[tuple[str, ...]] = ("iu_reports", "mtsamples")
-    Params: ClassVar[type[DomainParams]] = EhrParams
-    primary_metric: ClassVar[str] = "auroc"
+    Params = EhrParams
+    primary_metric: str = "auroc"
 
-    def __init__(self, params: DomainParams) -> None:
+    def __init__(self, params: EhrParams) -> None:
         super().__init__(params)
-        if params.data.dataset == "mtsamples":
-            self.task = "multiclass"  # type: ignore[misc]
-            self.primary_metric = "macro_f1"  # type: ignore[misc]
         self.load_report: dict[str, Any] = {"quarantined": [], "dropped": {}}
+
+    @classmethod
+    def task_for(cls, params: EhrParams) -> tuple[Task, str]:
+        """IU reports: binary, AUROC; MTSamples: multiclass, macro-F1."""
+        return ("multiclass", "macro_f1") if params.data.dataset == "mtsamples" else ("binary", "auroc")
 
     def fetch(self, raw_dir: Path) -> None:
         """IU: resolve the ``.tgz`` (mirror -> torchxrayvision -> Open-i), extract it safely, count the

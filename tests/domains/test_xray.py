@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import domains.xray as xray
-from shared.sources import SourceError
+from shared.data.sources import SourceError
 
 SIZES = {"train": 6, "val": 4, "test": 4}
 

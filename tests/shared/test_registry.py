@@ -13,7 +13,7 @@ from typing import ClassVar
 import pytest
 
 import shared.registry as registry
-from shared.domain import Domain
+from shared.data.domain import Domain
 from shared.registry import ENTRY_POINT_GROUP, UnknownDomainError, get_domain, list_domains, register_domain
 
 BUILT_IN = ["dermatology", "ehr", "nlp", "vision", "xray"]
@@ -21,7 +21,7 @@ PLUGIN_SOURCE = '''
 from typing import ClassVar
 
 from shared.config import DataParams, DomainParams, ModelParams
-from shared.domain import Domain
+from shared.data.domain import Domain
 
 
 class ExternalParams(DomainParams):

@@ -1,0 +1,67 @@
+"""Frozen-feature extraction and the on-disk feature cache (safetensors, keyed by backbone)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.numpy import load_file, save_file
+from torch import nn
+from torch.utils.data import DataLoader
+
+from shared.data.loaders import in_split_order, split_batch
+
+
+def backbone_slug(name: str) -> str:
+    """A file-system-safe key for a backbone name."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "--", name)
+
+
+def cache_key(model_params: Any) -> dict[str, Any]:
+    """What the cached features depend on (stored beside them and checked on read)."""
+    return {k: getattr(model_params, k) for k in ("backbone", "pretrained", "weights_file", "image_size",
+                                                 "max_length")}
+
+
+@torch.no_grad()
+def extract_features(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """Pooled features (N, F) float32 and labels (N,) over ``loader`` (in the split's order), eval mode."""
+    model.eval()
+    feats, labels = [], []
+    for batch in loader:
+        inputs, y = split_batch(batch)
+        inputs = {k: v.to(device) for k, v in inputs.items()} if isinstance(inputs, dict) else inputs.to(device)
+        feats.append(model.features(inputs).float().cpu().numpy())
+        labels.append(y.numpy())
+    features, targets = in_split_order(loader.dataset, np.concatenate(feats), np.concatenate(labels))
+    return features, targets.astype(np.int64)
+
+
+class FeatureCache:
+    """``<features_dir>/<backbone-slug>/{train,validation,test}.safetensors`` + ``meta.json``."""
+
+    def __init__(self, features_dir: Path, model_params: Any) -> None:
+        self.dir = features_dir / backbone_slug(model_params.backbone)
+        self.key = cache_key(model_params)
+
+    def path(self, split: str) -> Path:
+        """The file of one split."""
+        return self.dir / f"{split}.safetensors"
+
+    def write(self, split: str, features: np.ndarray, labels: np.ndarray) -> None:
+        """Store one split."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        save_file({"features": np.ascontiguousarray(features), "labels": labels}, str(self.path(split)))
+        (self.dir / "meta.json").write_text(json.dumps(self.key, indent=2))
+
+    def read(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """Load one split; a cache made for other model settings is an error, not a silent reuse."""
+        meta = self.dir / "meta.json"
+        if not meta.is_file() or json.loads(meta.read_text()) != self.key:
+            raise FileNotFoundError(f"no features for {self.key} in {self.dir}; run the extract stage")
+        arrays = load_file(str(self.path(split)))
+        return arrays["features"], arrays["labels"]

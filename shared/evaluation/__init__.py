@@ -1,0 +1,1 @@
+"""Evaluation: metrics with bootstrap CIs and operating points, stored predictions, evaluation plots."""

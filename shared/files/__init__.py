@@ -1,0 +1,1 @@
+"""File safety: atomic writes (temp file, fsync, ``os.replace``) and safe loaders / archive extraction."""

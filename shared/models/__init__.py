@@ -1,0 +1,53 @@
+"""Backbones behind one small interface.
+
+Every model built here is an ``nn.Module`` with:
+``forward(inputs) -> logits`` (a tuple ``(logits, *aux)`` in training mode for models with auxiliary
+heads), ``features(inputs) -> (B, F)`` pooled pre-logit features, ``head`` (the Linear classifier),
+``head_name`` (its module path, for PEFT ``modules_to_save``), ``head_parameter_names()`` (the head
+and what trains with it, e.g. auxiliary heads), ``blocks()`` (backbone parameter names
+grouped input side first, for partial fine-tuning) and ``lora_targets()``.
+Images enter as uint8 tensors (B, 3, H, W); text as a tokenizer batch.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from shared.config import ModelParams
+from shared.models.image import ImageClassifier
+from shared.models.text import TextClassifier, load_tokenizer
+from shared.models.weights import WeightsUnavailableError
+
+__all__ = ["AUX_LOSS_WEIGHTS", "ImageClassifier", "TextClassifier", "WeightsUnavailableError", "aux_loss_weight",
+           "build_model", "load_tokenizer"]
+
+# Default weight of each auxiliary head's loss: GoogLeNet's paper (0.3) and torchvision's Inception v3 (0.4).
+AUX_LOSS_WEIGHTS: dict[str, float] = {"googlenet": 0.3, "inception_v3": 0.4}
+
+
+def aux_loss_weight(backbone: str, configured: float | None) -> float | None:
+    """The auxiliary-loss weight to train with: ``train.aux_loss_weight`` if set (0 turns the auxiliary
+    heads off), else the backbone's default, else None (no auxiliary heads)."""
+    weight = configured if configured is not None else AUX_LOSS_WEIGHTS.get(backbone)
+    return weight or None
+
+
+def build_model(params: ModelParams, modality: str, num_classes: int, *, pretrained: bool,
+                aux_logits: bool = False) -> nn.Module:
+    """Create the classifier for ``modality`` (``pretrained`` and ``params.pretrained`` must both hold)."""
+    use_pretrained = pretrained and params.pretrained
+    if modality == "image":
+        _register_project_models()
+        kwargs = {"aux_logits": True} if aux_logits else {}
+        return ImageClassifier(params, num_classes, use_pretrained, **kwargs)
+    if modality == "text":
+        return TextClassifier(params, num_classes, use_pretrained)
+    raise ValueError(f"unknown modality '{modality}'; expected 'image' or 'text'")
+
+
+def _register_project_models() -> None:
+    """Import the project's own timm models (GoogLeNet) so timm's registry knows them."""
+    try:
+        import shared.models.googlenet  # noqa: F401
+    except ImportError:
+        pass

@@ -1,0 +1,44 @@
+"""``frozen``: logistic regression on the cached frozen features (``extract``), C chosen on validation."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from safetensors.numpy import save_file
+
+from shared.evaluation.predictions import Predictions
+from shared.regimes.base import FittedRegime, RegimeContext
+from shared.regimes.probe import ProbeParams, probe_on_cache
+from shared.registry import register_regime
+from shared.training.loop import peak_memory_mb
+
+
+@register_regime
+class Frozen(FittedRegime[ProbeParams]):
+    """The backbone never trains: a linear probe on its pooled features."""
+
+    name: ClassVar[str] = "frozen"
+    description: ClassVar[str] = "linear probe (logistic regression) on cached frozen features"
+    Params = ProbeParams
+    needs_features: ClassVar[bool] = True
+
+    def fit(self, ctx: RegimeContext, out: Path) -> tuple[Predictions, dict[str, Any]]:
+        """Fit the probe; keep its weights (raw feature space) as ``weights.safetensors``."""
+        t0 = time.perf_counter()
+        probe, cache = probe_on_cache(ctx, self.params)
+        seconds = time.perf_counter() - t0
+        n_train = len(ctx.train_indices) if ctx.train_indices is not None else len(cache.read("train")[1])
+        (x_val, y_val), (x_test, y_test) = cache.read("validation"), cache.read("test")
+        coef, intercept = probe.raw_weights()
+        save_file({"weight": np.ascontiguousarray(coef, dtype=np.float32),
+                   "bias": np.ascontiguousarray(intercept, dtype=np.float32)}, str(out / "weights.safetensors"))
+        preds = Predictions(probe.predict_proba(x_val), y_val, probe.predict_proba(x_test), y_test)
+        trainable = int(coef.size + intercept.size)
+        return preds, {"trainable_params": trainable, "total_params": trainable, "probe_C": probe.C,
+                       "val_score": probe.val_score, "train_seconds": seconds,
+                       "train_samples_per_second": n_train * len(self.params.C_grid) / seconds,
+                       "peak_memory_mb": peak_memory_mb(torch.device("cpu"))}

@@ -1,0 +1,79 @@
+"""The linear probe on frozen features: standardised features + scikit-learn logistic regression, C
+chosen on validation by the domain's primary metric; shared by ``frozen`` and ``lp_ft``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from pydantic import Field
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+from shared.config import PosFloat, Strict
+from shared.data.features import FeatureCache
+from shared.evaluation.metrics import selection_score
+from shared.regimes.base import RegimeContext
+
+
+class ProbeParams(Strict):
+    """Logistic regression on cached features, C chosen on validation."""
+
+    C_grid: list[PosFloat] = Field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0], min_length=1)
+    max_iter: int = Field(default=2000, ge=10)
+
+
+@dataclass
+class Probe:
+    """A fitted probe: scaler + logistic regression, the chosen C, and its validation score."""
+
+    scaler: StandardScaler
+    classifier: LogisticRegression
+    C: float
+    val_score: float
+
+    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        """Class probabilities (N, C)."""
+        return self.classifier.predict_proba(self.scaler.transform(features))
+
+    def raw_weights(self) -> tuple[np.ndarray, np.ndarray]:
+        """Coefficients and intercept in the unscaled feature space (for initialising a Linear head)."""
+        scale = self.scaler.scale_
+        coef = self.classifier.coef_ / scale
+        intercept = self.classifier.intercept_ - (self.classifier.coef_ * self.scaler.mean_ / scale).sum(1)
+        return coef, intercept
+
+
+def fit_probe(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], C_grid: list[float],
+              *, metric: str, max_iter: int, seed: int, class_weight: str | None = None) -> Probe:
+    """Fit one logistic regression per C on train features; keep the best on validation by ``metric`` (the
+    domain's primary metric; the first C of equal scores is kept)."""
+    scaler = StandardScaler().fit(train[0])
+    # a (near-)constant feature would get a scale of ~1e-9 and, folded into a Linear head (raw_weights,
+    # lp_ft), weights of ~1e9 that turn to inf in float32: floor the scale at 1e-3 of the median scale
+    scaler.scale_ = np.maximum(scaler.scale_, 1e-3 * float(np.median(scaler.scale_)))
+    x_train, x_val = scaler.transform(train[0]), scaler.transform(val[0])
+    best: Probe | None = None
+    for C in C_grid:
+        clf = LogisticRegression(C=C, max_iter=max_iter, random_state=seed, class_weight=class_weight)
+        clf.fit(x_train, train[1])
+        score = selection_score(metric, val[1], clf.predict_proba(x_val))
+        if best is None or score > best.val_score:
+            best = Probe(scaler, clf, C, score)
+    assert best is not None
+    return best
+
+
+def probe_on_cache(ctx: RegimeContext, params: ProbeParams) -> tuple[Probe, FeatureCache]:
+    """Fit the probe on the domain's cached features (the run's train rows; ``class_weight`` follows
+    ``train.loss_weighting``); a cache that does not match the prepared train split is an error."""
+    cache = FeatureCache(ctx.features_dir, ctx.params.model)
+    x, y = cache.read("train")
+    if not np.array_equal(y, np.asarray(ctx.data["train"]["label"], dtype=np.int64)):
+        raise ValueError(f"the feature cache {cache.dir} of {ctx.domain.name} does not match the prepared train "
+                         "split; re-run the extract stage")
+    if ctx.train_indices is not None:
+        x, y = x[ctx.train_indices], y[ctx.train_indices]
+    probe = fit_probe((x, y), cache.read("validation"), params.C_grid, metric=ctx.metric,
+                      max_iter=params.max_iter, seed=ctx.seed, class_weight=ctx.class_weight)
+    return probe, cache

@@ -1,0 +1,2 @@
+"""Training: the shared loop with its callbacks (early stopping, checkpoints, logging) and exact-resume
+checkpoints."""

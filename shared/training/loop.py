@@ -1,0 +1,380 @@
+"""One training loop for both modalities, on ``accelerate`` (device, bf16 autocast on GPU, DDP).
+
+AdamW with linear warmup + cosine decay, validation every epoch, a true copy of the best-validation
+weights, early stopping, per-epoch checkpoints (exact resume), auxiliary-head losses, and a loud
+failure on a non-finite loss.
+
+Scale out: the same code runs under ``accelerate launch`` / ``torchrun`` (DDP; gloo on the CPU). Samplers
+are sharded by ``accelerator.prepare``, epoch losses are summed over the processes, validation and test
+predictions are gathered (``gather_for_metrics``), so every process takes the same early-stopping
+decision. Callers write outputs and log from the main process only (:func:`distributed_state`).
+
+GPU fast path (CUDA only; the CPU path is unchanged): channels-last image models and inputs
+(``train.channels_last``, default on for image models on CUDA), optional ``torch.compile``
+(``train.compile``), non-blocking host-to-device copies from pinned memory, fused AdamW, cuDNN autotuning
+(unless ``train.deterministic``), and no host synchronisation per step: losses accumulate on the device
+and are checked for finiteness every :data:`CUDA_SYNC_EVERY` steps and at the end of each epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator, PartialState
+from accelerate.utils import DataLoaderConfiguration, DynamoBackend
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from shared.config import TrainParams
+from shared.data.loaders import in_split_order, split_batch
+from shared.evaluation.metrics import selection_score
+from shared.regimes.base import Penalty
+from shared.regimes.finetune import set_train_mode
+from shared.training.checkpoint import capture_rng_state, load_latest_checkpoint, restore_rng_state, save_checkpoint
+
+
+class DivergenceError(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` measured and kept."""
+
+    best_state: dict[str, torch.Tensor]
+    best_epoch: int
+    best_score: float
+    history: list[dict[str, float]] = field(default_factory=list)
+    train_seconds: float = 0.0
+    train_samples: int = 0
+    peak_memory_mb: float = 0.0
+    best_val_probs: np.ndarray | None = None  # the validation predictions of the best epoch
+    best_val_labels: np.ndarray | None = None
+
+    @property
+    def samples_per_second(self) -> float:
+        """Training throughput over the whole fit."""
+        return self.train_samples / self.train_seconds if self.train_seconds > 0 else 0.0
+
+
+CUDA_SYNC_EVERY = 25  # steps between host synchronisations (finiteness check, progress bar) on CUDA
+
+
+def _use_cpu(cpu: bool) -> bool:
+    """Force the CPU when asked, and for a multi-process launch on a machine without CUDA.
+
+    ``accelerate`` picks its gloo (MULTI_CPU) backend only when told to use the CPU, but ``accelerate launch
+    --multi_gpu`` / ``torchrun`` on a CPU-only machine do not say so (``accelerate launch --cpu`` does, but
+    without an MPI hostfile it starts a single process).
+    """
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return cpu or (distributed and not torch.cuda.is_available())
+
+
+def distributed_state(cpu: bool = False) -> PartialState:
+    """The process's place in a (possibly multi-process) launch; initialises the process group once.
+
+    Use it before building an :class:`Accelerator` to decide which process opens the MLflow run and
+    writes outputs (``state.is_main_process``).
+    """
+    return PartialState(cpu=_use_cpu(cpu))
+
+
+def make_accelerator(train: TrainParams, cpu: bool = False) -> Accelerator:
+    """An Accelerator: bf16 autocast on a GPU when ``mixed_precision: auto``, fp32 on the CPU.
+
+    On CUDA, batches are copied to the device without blocking (the loaders pin memory).
+    """
+    cpu = _use_cpu(cpu)
+    mixed = train.mixed_precision
+    if mixed == "auto":
+        mixed = "bf16" if torch.cuda.is_available() and not cpu else "no"
+    kwargs: dict[str, Any] = {}
+    if torch.cuda.is_available() and not cpu:
+        kwargs["dataloader_config"] = DataLoaderConfiguration(non_blocking=True)
+    return Accelerator(mixed_precision=mixed, cpu=cpu, **kwargs)
+
+
+def use_channels_last(train: TrainParams, model: nn.Module, device: torch.device) -> bool:
+    """``train.channels_last`` for image models; ``None`` (auto) means on CUDA only. Never for text."""
+    if getattr(model, "modality", None) != "image":
+        return False
+    return device.type == "cuda" if train.channels_last is None else train.channels_last
+
+
+def to_memory_format(inputs: Any, channels_last: bool) -> Any:
+    """Image batches (4-D tensors) in channels-last layout when asked; anything else unchanged."""
+    if channels_last and isinstance(inputs, torch.Tensor) and inputs.dim() == 4:
+        return inputs.contiguous(memory_format=torch.channels_last)
+    return inputs
+
+
+def make_optimizer(param_groups: list[dict[str, Any]], device: torch.device) -> torch.optim.Optimizer:
+    """AdamW; the fused CUDA kernel on a GPU (one launch for all parameters), the default on the CPU."""
+    if device.type == "cuda":
+        return torch.optim.AdamW(param_groups, fused=True)
+    return torch.optim.AdamW(param_groups)
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_fraction: float) -> Any:
+    """Linear warmup for ``warmup_fraction`` of the steps, then cosine decay to zero."""
+    warmup = int(total_steps * warmup_fraction)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def split_outputs(outputs: Any) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Main logits and auxiliary logits (models with aux heads return a tuple in training mode)."""
+    if isinstance(outputs, (tuple, list)):
+        return outputs[0], [o for o in outputs[1:] if o is not None]
+    return outputs, []
+
+
+def loss_terms(outputs: Any, labels: torch.Tensor, *, aux_weight: float, class_weights: torch.Tensor | None
+               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Like :func:`compute_loss`, with the parts as detached tensors (no host synchronisation)."""
+    logits, aux = split_outputs(outputs)
+    main = F.cross_entropy(logits.float(), labels, weight=class_weights)
+    total = main
+    parts = {"loss_main": main.detach()}
+    for i, aux_logits in enumerate(aux, start=1):
+        aux_loss = F.cross_entropy(aux_logits.float(), labels, weight=class_weights)
+        parts[f"loss_aux{i}"] = aux_loss.detach()
+        total = total + aux_weight * aux_loss
+    return total, parts
+
+
+def compute_loss(outputs: Any, labels: torch.Tensor, *, aux_weight: float, class_weights: torch.Tensor | None
+                 ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Cross-entropy of the main logits plus ``aux_weight`` x each auxiliary cross-entropy."""
+    total, parts = loss_terms(outputs, labels, aux_weight=aux_weight, class_weights=class_weights)
+    return total, {k: v.item() for k, v in parts.items()}
+
+
+def forward_loss(model: nn.Module, batch: Any, accelerator: Accelerator, *, aux_weight: float,
+                 class_weights: torch.Tensor | None = None, channels_last: bool = False,
+                 penalty: Penalty | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
+    """The forward half of a training step: (loss, detached loss parts, batch size). ``penalty`` (a regime's
+    term of the weights, e.g. L2-SP) is added to the loss and reported as ``loss_penalty``."""
+    inputs, labels = split_batch(batch)
+    inputs = to_memory_format(inputs, channels_last)
+    with accelerator.autocast():
+        outputs = model(inputs)
+    loss, parts = loss_terms(outputs, labels, aux_weight=aux_weight, class_weights=class_weights)
+    if penalty is not None:
+        term = penalty(model)
+        parts["loss_penalty"] = term.detach()
+        loss = loss + term
+    return loss, parts, len(labels)
+
+
+def optimizer_step(model: nn.Module, loss: torch.Tensor, optimizer: torch.optim.Optimizer, accelerator: Accelerator,
+                   *, grad_clip: float | None, scheduler: Any = None) -> None:
+    """The backward half of a training step: gradients (all-reduced under DDP), clipping, update, schedule."""
+    optimizer.zero_grad(set_to_none=True)
+    accelerator.backward(loss)
+    if grad_clip:
+        accelerator.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+
+
+def train_step(model: nn.Module, batch: Any, optimizer: torch.optim.Optimizer, accelerator: Accelerator, *,
+               aux_weight: float = 0.3, class_weights: torch.Tensor | None = None, grad_clip: float | None = None,
+               scheduler: Any = None, channels_last: bool = False) -> torch.Tensor:
+    """One full step (:func:`forward_loss` + :func:`optimizer_step`); returns the detached loss, unsynced."""
+    loss, _, _ = forward_loss(model, batch, accelerator, aux_weight=aux_weight, class_weights=class_weights,
+                              channels_last=channels_last)
+    optimizer_step(model, loss, optimizer, accelerator, grad_clip=grad_clip, scheduler=scheduler)
+    return loss.detach()
+
+
+def compile_model(model: nn.Module, accelerator: Accelerator) -> nn.Module:
+    """``torch.compile`` the prepared model, unless ``accelerate launch --dynamo_backend`` already did."""
+    plugin = getattr(accelerator.state, "dynamo_plugin", None)
+    if plugin is not None and plugin.backend != DynamoBackend.NO:
+        return model
+    return torch.compile(model)
+
+
+def _to_device(inputs: Any, device: torch.device) -> Any:
+    if isinstance(inputs, dict):
+        return {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
+    return inputs.to(device, non_blocking=True)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader: DataLoader, accelerator: Accelerator, channels_last: bool = False
+            ) -> tuple[np.ndarray, np.ndarray, float]:
+    """Softmax probabilities, labels (in the split's order) and mean loss over ``loader`` (gathered across
+    processes)."""
+    model.eval()
+    probs, labels, losses = [], [], []
+    for batch in loader:
+        inputs, y = split_batch(batch)
+        inputs, y = _to_device(inputs, accelerator.device), y.to(accelerator.device, non_blocking=True)
+        inputs = to_memory_format(inputs, channels_last)
+        with accelerator.autocast():
+            logits, _ = split_outputs(model(inputs))
+        logits = logits.float()
+        loss = F.cross_entropy(logits, y, reduction="none")
+        logits, y, loss = accelerator.gather_for_metrics((logits, y, loss))
+        probs.append(logits.softmax(-1).cpu().numpy())
+        labels.append(y.cpu().numpy())
+        losses.append(loss.cpu().numpy())
+    loss_all = np.concatenate(losses)
+    probs_all, labels_all = in_split_order(loader.dataset, np.concatenate(probs), np.concatenate(labels))
+    return probs_all, labels_all, float(loss_all.mean())
+
+
+def _state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak GPU memory allocated, or the process's peak resident set size on the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def fit(model: nn.Module, param_groups: list[dict[str, Any]], train_loader: DataLoader, val_loader: DataLoader,
+        train: TrainParams, *, accelerator: Accelerator, class_weights: torch.Tensor | None = None,
+        checkpoint_dir: Path | None = None, on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+        generator: torch.Generator | None = None, seed: int = 0, metric: str,
+        penalty: Penalty | None = None) -> FitResult:
+    """Train ``model`` and return the best-validation weights and what was measured.
+
+    ``metric`` (the domain's primary metric) on validation picks the best epoch and drives early stopping;
+    ``penalty`` is a regime's extra loss term of the weights.
+
+    Under DDP every process runs this; ``on_epoch`` and checkpoint writes happen on the main process only,
+    and the history holds losses averaged over all processes' samples.
+    """
+    device = accelerator.device
+    cuda = device.type == "cuda"
+    channels_last = use_channels_last(train, model, device)
+    if cuda:
+        if not train.deterministic:
+            torch.backends.cudnn.benchmark = True
+        model.to(device)  # before the optimizer: fused AdamW wants its parameters on the GPU
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(param_groups, device)
+    model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
+    if train.compile:
+        model = compile_model(model, accelerator)
+    steps_per_epoch = len(train_loader)  # this process's share of the batches under DDP
+    if train.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, train.max_steps_per_epoch)
+    # stepped once per optimizer step (not prepared: accelerate would step it once per process)
+    scheduler = warmup_cosine(optimizer, steps_per_epoch * train.epochs, train.warmup_fraction)
+    if class_weights is not None:
+        class_weights = class_weights.to(device)
+    aux_weight = train.aux_loss_weight or 0.0
+    sync_every = CUDA_SYNC_EVERY if cuda else 1
+    result = FitResult(best_state=_state_copy(accelerator.unwrap_model(model)), best_epoch=-1,
+                       best_score=-math.inf)
+    start_epoch, stale = 0, 0
+    if checkpoint_dir is not None:
+        state = load_latest_checkpoint(checkpoint_dir)
+        if state is not None:
+            accelerator.unwrap_model(model).load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            restore_rng_state(state["rng"])
+            start_epoch, stale = int(state["epoch"]) + 1, int(state["stale"])
+            result.best_state, result.best_epoch = state["best_state"], int(state["best_epoch"])
+            result.best_score, result.history = float(state["best_score"]), list(state["history"])
+            result.train_seconds, result.train_samples = float(state["seconds"]), int(state["samples"])
+            if state.get("best_val") is not None:  # absent from checkpoints of older versions
+                result.best_val_probs, result.best_val_labels = (t.numpy() for t in state["best_val"])
+            accelerator.print(f"resumed from epoch {start_epoch - 1} checkpoint in {checkpoint_dir}")
+    for epoch in range(start_epoch, train.epochs):
+        if stale >= train.patience:
+            break
+        set_train_mode(model)
+        if generator is not None:  # the shuffle order of epoch e depends only on (seed, e): exact resume
+            generator.manual_seed(seed * 100_003 + epoch)
+        names: list[str] = []
+        totals: torch.Tensor | None = None  # per-name sum of (loss x batch size), float64, on the device
+        seen, t0 = 0, time.perf_counter()
+        bar = tqdm(train_loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{train.epochs}",
+                   disable=not accelerator.is_local_main_process, leave=False)
+        for step, batch in enumerate(bar):
+            if step >= steps_per_epoch:
+                break
+            loss, parts, n = forward_loss(model, batch, accelerator, aux_weight=aux_weight,
+                                          class_weights=class_weights, channels_last=channels_last,
+                                          penalty=penalty)
+            if sync_every == 1 and not torch.isfinite(loss):
+                raise DivergenceError(f"non-finite training loss {loss.item()} at epoch {epoch + 1}, "
+                                      f"step {step + 1}; lower train.lr or enable grad_clip")
+            optimizer_step(model, loss, optimizer, accelerator, grad_clip=train.grad_clip, scheduler=scheduler)
+            if totals is None:
+                names = ["loss", *parts]
+                totals = torch.zeros(len(names), dtype=torch.float64, device=loss.device)
+            totals += torch.stack([loss.detach(), *parts.values()]).double() * n
+            seen += n
+            if (step + 1) % sync_every == 0:
+                mean_loss = totals[0].item() / seen
+                if not math.isfinite(mean_loss):
+                    raise DivergenceError(f"non-finite training loss at epoch {epoch + 1}, steps "
+                                          f"{step + 2 - sync_every}-{step + 1}; lower train.lr or enable grad_clip")
+                bar.set_postfix(loss=f"{mean_loss:.4f}")
+        if totals is None:
+            totals = torch.zeros(1, dtype=torch.float64, device=device)
+            names = ["loss"]
+        if not bool(torch.isfinite(totals).all()):
+            raise DivergenceError(f"non-finite training loss at epoch {epoch + 1}; lower train.lr or enable grad_clip")
+        result.train_seconds += time.perf_counter() - t0
+        # sums and counts over every process (identity with one process)
+        totals = accelerator.reduce(totals, reduction="sum")
+        seen_all = int(accelerator.reduce(torch.tensor([seen], device=device), reduction="sum").item())
+        result.train_samples += seen_all
+        val_probs, val_labels, val_loss = predict(model, val_loader, accelerator, channels_last)
+        score = selection_score(metric, val_labels, val_probs)
+        record = {f"train_{k}": v / max(seen_all, 1) for k, v in zip(names, totals.tolist(), strict=True)}
+        record.update(val_loss=val_loss, val_score=score, lr=scheduler.get_last_lr()[0],
+                      val_accuracy=float((val_probs.argmax(1) == val_labels).mean()))
+        result.history.append(record)
+        if score > result.best_score:
+            result.best_score, result.best_epoch, stale = score, epoch, 0
+            result.best_state = _state_copy(accelerator.unwrap_model(model))
+            result.best_val_probs, result.best_val_labels = val_probs, val_labels
+        else:
+            stale += 1
+        if on_epoch is not None and accelerator.is_main_process:
+            on_epoch(epoch, record)
+        if checkpoint_dir is not None and accelerator.is_main_process:
+            save_checkpoint(checkpoint_dir, epoch, {
+                "model": _state_copy(accelerator.unwrap_model(model)), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "rng": capture_rng_state(), "epoch": epoch, "stale": stale,
+                "best_state": result.best_state, "best_epoch": result.best_epoch,
+                "best_score": result.best_score, "history": result.history, "seconds": result.train_seconds,
+                "samples": result.train_samples,
+                "best_val": None if result.best_val_probs is None else
+                [torch.from_numpy(result.best_val_probs), torch.from_numpy(result.best_val_labels)],
+            })
+        accelerator.wait_for_everyone()
+    result.peak_memory_mb = peak_memory_mb(device)
+    accelerator.unwrap_model(model).load_state_dict(result.best_state)
+    return result

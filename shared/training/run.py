@@ -1,0 +1,105 @@
+"""One regime run on one domain: build the model, let the regime prepare it, train it through the shared
+loop (or let the regime fit on its own), and return validation/test predictions with what was measured.
+
+The train stage, the CLI and the data-efficiency sweep all call :func:`run_regime`.
+
+Under DDP every process runs :func:`train_network`; only the main one (``out`` given) writes weights.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from shared.data.loaders import make_dataset, make_loader
+from shared.evaluation.predictions import Predictions
+from shared.models import aux_loss_weight, build_model, load_tokenizer
+from shared.regimes.base import FittedRegime, NetworkRegime, Regime, RegimeContext
+from shared.regimes.finetune import count_parameters
+from shared.tracking import log_metrics
+from shared.training.checkpoint import seed_everything
+from shared.training.loop import fit, make_accelerator, predict, use_channels_last
+
+
+def class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Inverse-frequency weights ``n / (C * count_c)`` (scikit-learn's 'balanced')."""
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    return len(labels) / (num_classes * np.maximum(counts, 1.0))
+
+
+def train_network(regime: NetworkRegime[Any], ctx: RegimeContext, out: Path | None
+                  ) -> tuple[Predictions, dict[str, Any]]:
+    """Build the domain's model, let ``regime`` prepare it, train it, and predict validation and test.
+
+    ``out`` receives ``weights.safetensors`` (the trainable parameters and buffers of the best epoch);
+    ``None`` on the non-main processes of a DDP launch.
+    """
+    dp, modality = ctx.params, ctx.domain.modality
+    train = regime.train_params(dp)
+    train = train.model_copy(update={"aux_loss_weight": aux_loss_weight(dp.model.backbone, train.aux_loss_weight)})
+    generator = seed_everything(ctx.seed, deterministic=train.deterministic)
+    splits = ctx.splits()
+    num_classes = splits["train"].features["label"].num_classes
+    model = build_model(dp.model, modality, num_classes, pretrained=regime.pretrained,
+                        aux_logits=train.aux_loss_weight is not None)
+    tokenizer = load_tokenizer(dp.model) if modality == "text" else None
+    datasets = {s: make_dataset(splits[s], model, tokenizer=tokenizer, max_length=dp.model.max_length,
+                                augment=(s == "train"), sort_by_length=(s != "train"))
+                for s in ("train", "validation", "test")}
+    prepared = regime.prepare(model, ctx)
+    model = prepared.model
+    labels = np.asarray(splits["train"]["label"], dtype=np.int64)
+    weights = class_weights(labels, num_classes)
+    sample_weights = torch.as_tensor(weights[labels]) if train.loss_weighting == "balanced_sampling" else None
+    loss_weights = torch.as_tensor(weights, dtype=torch.float32) if train.loss_weighting == "class_weighted" else None
+    accelerator = make_accelerator(train)
+    loader_kw = {"tokenizer": tokenizer, "num_workers": train.num_workers,
+                 "pin_memory": accelerator.device.type == "cuda"}
+    train_loader = make_loader(datasets["train"], train.batch_size, shuffle=True, generator=generator,
+                               group_by_length=train.group_by_length, sample_weights=sample_weights, **loader_kw)
+    val_loader = make_loader(datasets["validation"], train.batch_size * 2, **loader_kw)
+    test_loader = accelerator.prepare(make_loader(datasets["test"], train.batch_size * 2, **loader_kw))
+
+    def on_epoch(epoch: int, record: dict[str, float]) -> None:
+        log_metrics(record, step=epoch)
+
+    result = fit(model, prepared.param_groups, train_loader, val_loader, train, accelerator=accelerator,
+                 class_weights=loss_weights, checkpoint_dir=ctx.checkpoints, on_epoch=on_epoch,
+                 generator=generator, seed=ctx.seed, metric=ctx.metric, penalty=prepared.penalty)
+    channels_last = use_channels_last(train, model, accelerator.device)
+    val_probs, val_labels = result.best_val_probs, result.best_val_labels  # the best epoch's, as scored
+    if val_probs is None or val_labels is None:  # no epoch beat the initial score (NaN scores)
+        val_loader = accelerator.prepare(make_loader(datasets["validation"], train.batch_size * 2, **loader_kw))
+        val_probs, val_labels, _ = predict(model, val_loader, accelerator, channels_last)
+    test_probs, test_labels, _ = predict(model, test_loader, accelerator, channels_last)
+    model = accelerator.unwrap_model(model)
+    trainable, total = count_parameters(model)
+    names = {n for n, p in model.named_parameters() if p.requires_grad} | {n for n, _ in model.named_buffers()}
+    kept = {k: v.contiguous() for k, v in sorted(result.best_state.items()) if k in names}
+    if out is not None and accelerator.is_main_process:
+        save_file(kept, str(out / "weights.safetensors"), metadata={"regime": regime.name})
+    accelerator.wait_for_everyone()  # nobody still reads the checkpoints
+    if accelerator.is_main_process and ctx.checkpoints is not None:
+        shutil.rmtree(ctx.checkpoints, ignore_errors=True)
+    info = dict(prepared.info)
+    info.update(trainable_params=trainable, total_params=total, train_seconds=result.train_seconds,
+                train_samples_per_second=result.samples_per_second, peak_memory_mb=result.peak_memory_mb,
+                best_epoch=result.best_epoch + 1, epochs_run=len(result.history), history=result.history,
+                device=str(accelerator.device), processes=accelerator.num_processes)
+    return Predictions(val_probs, val_labels, test_probs, test_labels), info
+
+
+def run_regime(regime: Regime[Any], ctx: RegimeContext, out: Path | None) -> tuple[Predictions, dict[str, Any]]:
+    """Run ``regime`` on ``ctx``: through the shared loop, or the regime's own fit (main process only)."""
+    if isinstance(regime, NetworkRegime):
+        return train_network(regime, ctx, out)
+    if isinstance(regime, FittedRegime):
+        if out is None:
+            raise ValueError(f"regime {regime.name} fits on the main process only; give it an output folder")
+        return regime.fit(ctx, out)
+    raise TypeError(f"regime {regime.name} is neither a NetworkRegime nor a FittedRegime")
