@@ -23,7 +23,7 @@ import yaml
 
 from benchmarks.common import REPO_ROOT, write_result
 from shared.config import materialize, parse_params
-from shared.testing.domains import domains as testing
+from shared.testing import projects
 
 RUNNING = re.compile(r"Running stage '([^']+)'")
 NOOP_TARGET_S = 10.0
@@ -66,7 +66,7 @@ def _run(cmd: list[str], cwd: Path) -> tuple[float, set[str]]:
 
 def make_project(root: Path, params: dict[str, Any]) -> Path:
     """A fresh git + DVC project under ``root`` holding the tracked files and ``params``."""
-    return testing.make_project(REPO_ROOT, root / "project", params, _env())
+    return projects.make_project(REPO_ROOT, root / "project", params, _env())
 
 
 def run() -> dict[str, Any]:

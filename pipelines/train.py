@@ -23,7 +23,7 @@ from datasets import load_from_disk
 from pipelines.common import Stage, parse_stage, staged_output
 from shared import paths
 from shared.files.atomic import write_json
-from shared.files.imports import digest_files, import_closure
+from shared.files.imports import CODE_ROOT, digest_files, import_closure
 from shared.regimes.base import RegimeContext
 from shared.tracking import init_store, tracked_run
 from shared.training.loop import distributed_state
@@ -35,12 +35,11 @@ def checkpoint_dir(stage: Stage) -> Path:
     stage's data inputs and of the code it runs. A change starts afresh; other keys' folders are pruned."""
     name, regime = stage.domain.name, stage.regime or ""
     root = paths.root()
-    code = import_closure(["pipelines.train", type(stage.domain).__module__, type(stage.regime_plugin).__module__],
-                          root)
+    code = import_closure(["pipelines.train", type(stage.domain).__module__, type(stage.regime_plugin).__module__])
     key = json.dumps({"seed": stage.params.seed, "params": stage.dp.model_dump(mode="json", exclude={"regimes"}),
                       "regime": stage.regime_plugin.params.model_dump(mode="json"),
                       "data": digest_files([paths.prepared_dir(name), paths.features_dir(name)], root),
-                      "code": digest_files(code, root)}, sort_keys=True)
+                      "code": digest_files(code, CODE_ROOT)}, sort_keys=True)
     parent = paths.checkpoint_dir(name, regime)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     if parent.is_dir():

@@ -35,13 +35,14 @@ def _known_regimes(values: list[str]) -> list[str]:
 
 
 def _validate_nested(model: type[BaseModel], value: Any, where: str) -> BaseModel:
-    """Validate a nested section, with the section's path in front of each error (pydantic keeps the
-    location of errors raised by validators only as the field's)."""
+    """Validate a nested section; its errors keep their own locations below ``where`` (so a message names
+    ``<domain>.regimes.<regime>.<key>``)."""
     try:
         return model.model_validate(value)
     except ValidationError as err:
-        lines = [f"{where}.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()]
-        raise ValueError("; ".join(lines)) from None
+        errors: list[Any] = [{"type": e["type"], "loc": (where, *e["loc"]), "input": e["input"],
+                              **({"ctx": e["ctx"]} if "ctx" in e else {})} for e in err.errors()]
+        raise ValidationError.from_exception_data(model.__name__, errors) from None
 
 
 class ParamsError(ValueError):
@@ -139,7 +140,7 @@ class DomainParams(Strict):
     model: ModelParams
     train: TrainParams = Field(default_factory=TrainParams)
     # one sub-section per registered regime, validated by that regime's ``Params`` (defaults filled in)
-    regimes: dict[str, Any] = Field(default_factory=dict)
+    regimes: dict[str, Any] = Field(default_factory=dict, validate_default=True)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
 
     @field_validator("regimes", mode="before")
@@ -156,7 +157,7 @@ class DomainParams(Strict):
         for name in list_regimes():
             model = get_regime(name).Params
             value = raw.get(name) or {}
-            out[name] = value if isinstance(value, model) else _validate_nested(model, value, f"regimes.{name}")
+            out[name] = value if isinstance(value, model) else _validate_nested(model, value, name)
         return out
 
     def train_for(self, regime: str) -> TrainParams:

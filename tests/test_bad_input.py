@@ -8,10 +8,9 @@ import pytest
 import yaml
 
 from shared.config import ParamsError
-from shared.registry import UnknownDomainError, list_domains
+from shared.registry import UnknownDomainError, list_domains, list_regimes
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-REGIMES = "['scratch', 'frozen', 'partial', 'full', 'lora', 'lp_ft', 'baseline']"
 
 
 @pytest.fixture()
@@ -65,7 +64,7 @@ def test_train_unknown_regime_lists_valid_regimes(root: Path) -> None:
 
     with pytest.raises(KeyError) as info:
         train.main(["--domain", "vision", "--regime", "magic"])
-    assert info.value.args[0] == f"unknown regime 'magic'; valid regimes: {REGIMES}"
+    assert info.value.args[0] == f"unknown regime 'magic'; registered regimes: {list_regimes()}"
     assert contents(root) == ["params.yaml"]
 
 

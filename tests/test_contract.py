@@ -92,7 +92,7 @@ def fake(**attrs: Any) -> type[Domain]:
 @pytest.mark.parametrize(("attrs", "message"), [
     ({"name": "my-domain"}, "name 'my-domain' must be a valid Python identifier"),
     ({"modality": "audio"}, "modality 'audio' must be one of ['image', 'text']"),
-    ({"task": "regression"}, "task 'regression' must be one of ['binary', 'multiclass', 'multilabel']"),
+    ({"task": "regression"}, "task 'regression' must be one of ['binary', 'multiclass']"),
     ({"datasets": ()}, "datasets must be a non-empty tuple"),
     ({"datasets": ["tiny"]}, "datasets must be a non-empty tuple"),
     ({"primary_metric": "bleu"}, "primary_metric 'bleu' is not a known metric"),
@@ -165,7 +165,7 @@ def make_image_dd(n: int = 8) -> DatasetDict:
 def test_checker_rejects_bad_splits(splits: Any, message: str, tmp_path: Path,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     cls = fake(splits=splits())
-    monkeypatch.setattr("shared.testing.check_registered", lambda cls: None)
+    monkeypatch.setattr("shared.testing.domains.check_registered", lambda cls: None)
     with pytest.raises(AssertionError) as info:
         check_domain(cls, tmp_path)
     assert message in str(info.value)
@@ -173,7 +173,7 @@ def test_checker_rejects_bad_splits(splits: Any, message: str, tmp_path: Path,
 
 def test_checker_accepts_a_valid_fake_and_checks_image_columns(tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("shared.testing.check_registered", lambda cls: None)
+    monkeypatch.setattr("shared.testing.domains.check_registered", lambda cls: None)
     check_domain(_Fake, tmp_path)
     check_splits_contract(_Fake, make_image_dd(), "image", "binary")
     with pytest.raises(AssertionError, match="'text' must be a string Value"):

@@ -21,7 +21,7 @@ import torch
 import yaml
 
 from shared.config import materialize, parse_params
-from shared.testing import domains as testing
+from shared.testing import projects
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DOMAINS = ("vision", "nlp")
@@ -81,7 +81,7 @@ def stages_run(proc: subprocess.CompletedProcess[str]) -> set[str]:
 
 def make_project(root: Path, params: dict[str, Any]) -> Path:
     """A copy of the repository's tracked files with ``params``, as a fresh git + DVC project."""
-    return testing.make_project(REPO_ROOT, root / "project", params, stage_env())
+    return projects.make_project(REPO_ROOT, root / "project", params, stage_env())
 
 
 def check_outputs(project: Path, regimes: list[str],

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import importlib.util
 from collections.abc import Iterable
 from pathlib import Path
 
 PROJECT_PACKAGES = ("shared", "domains", "pipelines")
+CODE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding shared/, domains/ and pipelines/
 
 
 def module_file(root: Path, module: str) -> Path | None:
@@ -43,15 +45,23 @@ def _imported_modules(path: Path, module: str) -> set[str]:
     return found
 
 
-def import_closure(modules: Iterable[str], root: Path) -> set[Path]:
+def import_closure(modules: Iterable[str], root: Path = CODE_ROOT) -> set[Path]:
     """Every project file (under :data:`PROJECT_PACKAGES`) that ``modules`` import, transitively, including
-    the parent packages' ``__init__.py`` files that Python runs on the way."""
-    todo, seen, files = list(modules), set(), set()
+    the parent packages' ``__init__.py`` files that Python runs on the way. A module of another package
+    (an installed plugin) contributes its own file."""
+    todo = list(modules)
+    modules_given, seen, files = set(todo), set(), set()
     while todo:
         name = todo.pop()
-        if name in seen or name.split(".")[0] not in PROJECT_PACKAGES:
+        if name in seen:
             continue
         seen.add(name)
+        if name.split(".")[0] not in PROJECT_PACKAGES:
+            if name in modules_given:
+                spec = importlib.util.find_spec(name)
+                if spec is not None and spec.origin and Path(spec.origin).is_file():
+                    files.add(Path(spec.origin))
+            continue
         parts = name.split(".")
         todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # parent packages run first
         path = module_file(root, name)
@@ -63,7 +73,8 @@ def import_closure(modules: Iterable[str], root: Path) -> set[Path]:
 
 
 def digest_files(paths: Iterable[Path], root: Path) -> str:
-    """SHA-256 over the relative paths and contents of ``paths`` (folders: every file below them), sorted."""
+    """SHA-256 over the paths (relative to ``root`` where they lie below it) and contents of ``paths``
+    (folders: every file below them), sorted."""
     files: set[Path] = set()
     for path in paths:
         if path.is_dir():
@@ -72,7 +83,8 @@ def digest_files(paths: Iterable[Path], root: Path) -> str:
             files.add(path)
     digest = hashlib.sha256()
     for f in sorted(files):
-        digest.update(str(f.relative_to(root)).encode() + b"\0")
+        name = f.relative_to(root) if f.is_relative_to(root) else f
+        digest.update(str(name).encode() + b"\0")
         with f.open("rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(chunk)

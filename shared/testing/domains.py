@@ -28,11 +28,12 @@ from pathlib import Path
 from typing import Any, get_args
 
 import numpy as np
-from datasets import ClassLabel, DatasetDict, Image, LargeList, List, Sequence, Value
+from datasets import ClassLabel, DatasetDict, Image, Value
 from pydantic import ValidationError
 
 from shared.config import DomainParams
 from shared.data.domain import SPLITS, Domain, Modality, Task
+from shared.registry import UnknownDomainError, get_domain
 
 MODALITIES: tuple[str, ...] = get_args(Modality)
 TASKS: tuple[str, ...] = get_args(Task)
@@ -85,8 +86,6 @@ def check_class(cls: type[Domain]) -> DomainParams:
 
 def check_registered(cls: type[Domain]) -> None:
     """Check that ``cls`` is the class registered under ``cls.name``."""
-    from shared.registry import UnknownDomainError, get_domain
-
     try:
         registered = get_domain(cls.name)
     except UnknownDomainError as err:
@@ -97,11 +96,6 @@ def check_registered(cls: type[Domain]) -> None:
 
 
 def _check_label_feature(cls: type, split: str, feature: Any, task: str) -> ClassLabel:
-    if task == "multilabel":
-        inner = getattr(feature, "feature", None)
-        if not isinstance(feature, (Sequence, List, LargeList)) or not isinstance(inner, ClassLabel):
-            _fail(cls, f"split '{split}': a multilabel 'label' must be a list of ClassLabel, got {feature!r}")
-        return inner
     if not isinstance(feature, ClassLabel):
         _fail(cls, f"split '{split}': 'label' must be a datasets ClassLabel, got {feature!r}")
     return feature
@@ -149,11 +143,9 @@ def check_splits_contract(cls: type[Domain], dd: Any, modality: str, task: str) 
             _fail(cls, f"split '{split}': first text is {first!r}; expected a non-empty string")
         if modality == "image" and not hasattr(first, "size"):
             _fail(cls, f"split '{split}': first image decodes to {type(first).__name__}, not a PIL image")
-        if task != "multilabel":
-            ids = np.asarray(ds["label"])
-            if ids.min() < 0 or ids.max() >= label.num_classes:
-                _fail(cls, f"split '{split}': label ids {ids.min()}..{ids.max()} outside "
-                           f"0..{label.num_classes - 1}")
+        ids = np.asarray(ds["label"])
+        if ids.min() < 0 or ids.max() >= label.num_classes:
+            _fail(cls, f"split '{split}': label ids {ids.min()}..{ids.max()} outside 0..{label.num_classes - 1}")
     assert reference is not None
     if task == "binary" and reference.num_classes != 2:
         _fail(cls, f"task 'binary' needs exactly 2 classes, got {reference.names}")
@@ -203,34 +195,3 @@ def check_domain(cls: type[Domain], raw_dir: Path | None = None, *,
     except Exception as err:
         _fail(cls, f"shared.data.splits.finalize_splits rejects load_splits' output: "
                    f"{type(err).__name__}: {err}")
-
-
-def make_project(repo_root: Path, dest: Path, params: dict[str, Any], env: dict[str, str]) -> Path:
-    """A throwaway git + DVC project for end-to-end tests and benchmarks: the files git tracks in
-    ``repo_root`` (without ``.dvc/`` and ``dvc.lock``) copied into ``dest``, ``params`` as its
-    ``params.yaml``, committed. Raises if its stages would import another checkout than the copy."""
-    import shutil
-    import subprocess
-    import sys
-
-    import yaml
-
-    names = subprocess.run(["git", "ls-files", "-z"], cwd=repo_root, capture_output=True, text=True,
-                           check=True).stdout.split("\0")
-    for name in names:
-        src = repo_root / name
-        if not name or name.startswith(".dvc/") or name == "dvc.lock" or not src.is_file():
-            continue
-        target = dest / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, target)
-    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"],
-                ["git", "commit", "-q", "-m", "copy"]):
-        subprocess.run(cmd, cwd=dest, env=env, capture_output=True, text=True, check=True)
-    probe = "import pipelines, shared; print(shared.__file__, pipelines.__file__)"
-    where = subprocess.run([sys.executable, "-c", probe], cwd=dest, env=env, capture_output=True, text=True,
-                           check=True).stdout.split()
-    if not all(Path(p).resolve().is_relative_to(dest.resolve()) for p in where):
-        raise RuntimeError(f"stages in {dest} would import another checkout: {where}")
-    return dest

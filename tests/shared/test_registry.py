@@ -42,11 +42,13 @@ class External(Domain):
 
 @pytest.fixture()
 def isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
-    """The registry module with a private copy of its state (restored after the test)."""
+    """The registry module with a private copy of the domain registry's state (restored after the test):
+    the built-ins registered, the entry points not yet read."""
     registry.load_entry_points()  # built-ins in the copy
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
-    monkeypatch.setattr(registry, "_loaded", False)
+    state = registry.DOMAINS.snapshot()
+    registry.DOMAINS.restore((state[0], False))
     yield registry
+    registry.DOMAINS.restore(state)
 
 
 def plugin_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, module: str, name: str) -> None:
@@ -103,7 +105,7 @@ def test_missing_class_attribute_raises(isolated: ModuleType) -> None:
 
     with pytest.raises(TypeError, match="must define class attribute 'task'"):
         register_domain(NoTask)
-    assert "notask" not in isolated._REGISTRY
+    assert "notask" not in isolated.DOMAINS.snapshot()[0]
 
 
 def test_external_entry_point_registers(isolated: ModuleType, tmp_path: Path,
@@ -120,7 +122,7 @@ def test_broken_entry_point_warns_and_the_others_load(isolated: ModuleType, tmp_
     plugin_module(tmp_path, monkeypatch, "tl_plugin_good", "birds")
     use_entry_points(monkeypatch, ("broken", "tl_no_such_module_xyz:Domain"), ("birds", "tl_plugin_good:External"))
     with pytest.warns(UserWarning, match=r"transferlab domain plugin 'broken' \(tl_no_such_module_xyz:Domain\) "
-                                         r"failed to load: No module named 'tl_no_such_module_xyz'"):
+                                         r"failed to load and is skipped: No module named 'tl_no_such_module_xyz'"):
         names = list_domains()
     assert names == sorted([*BUILT_IN, "birds"])
 
@@ -133,9 +135,31 @@ def test_entry_points_are_loaded_once(isolated: ModuleType, monkeypatch: pytest.
     assert calls == [ENTRY_POINT_GROUP]
 
 
-def test_external_entry_point_with_a_taken_name_is_not_silently_dropped(
+def test_external_entry_point_with_a_taken_name_is_skipped_with_a_warning(
         isolated: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A third-party plugin reusing a built-in name warns, naming its entry point, and every domain works."""
     plugin_module(tmp_path, monkeypatch, "tl_plugin_dup", "vision")
     use_entry_points(monkeypatch, ("vision", "tl_plugin_dup:External"))
-    with pytest.raises(ValueError, match="domain name 'vision' is already registered"):
-        list_domains()
+    with pytest.warns(UserWarning, match=r"plugin 'vision' \(tl_plugin_dup:External\) reuses the name 'vision' "
+                                         r"of domains.vision.Vision; it is skipped"):
+        names = list_domains()
+    assert names == BUILT_IN and get_domain("vision").__module__ == "domains.vision"
+
+
+def test_entry_point_named_unlike_its_class_is_an_error_naming_both(
+        isolated: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    plugin_module(tmp_path, monkeypatch, "tl_plugin_misnamed", "birds")
+    use_entry_points(monkeypatch, ("fish", "tl_plugin_misnamed:External"))
+    with pytest.warns(UserWarning, match="error, the entry point is named 'fish' but the class's name is 'birds'"):
+        names = list_domains()
+    assert "fish" not in names and "birds" not in names
+
+
+def test_the_library_never_imports_the_built_in_domains() -> None:
+    """``shared`` reaches the built-in domains only through the entry-point group (ARCHITECTURE)."""
+    from shared.files.imports import CODE_ROOT, import_closure
+
+    shared_modules = [".".join(p.relative_to(CODE_ROOT).with_suffix("").parts).removesuffix(".__init__")
+                      for p in (CODE_ROOT / "shared").rglob("*.py")]
+    reached = import_closure(shared_modules)
+    assert not [p for p in reached if p.is_relative_to(CODE_ROOT / "domains")]

@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 from datasets import DatasetDict
 
-from shared.config import BaselineParams
 from shared.data.splits import build_label_map, make_split
 from shared.evaluation.metrics import auroc
-from shared.regimes.baseline import fit_baseline, pixel_features
+from shared.regimes.baseline import BaselineParams, fit_baseline, pixel_features
 
 
 def text_splits() -> DatasetDict:
@@ -40,7 +39,7 @@ def image_splits(n: int = 16) -> DatasetDict:
 
 def test_text_baseline_learns_and_returns_probabilities() -> None:
     dd = text_splits()
-    val, test = fit_baseline(dd, "text", BaselineParams(C_grid=[1.0, 10.0], max_features=100), 0, None)
+    val, test = fit_baseline(dd, "text", BaselineParams(C_grid=[1.0, 10.0], max_features=100), 0, None, "auroc")
     assert val.shape == (12, 2) and test.shape == (12, 2)
     np.testing.assert_allclose(test.sum(axis=1), 1.0)
     assert auroc(np.asarray(dd["test"]["label"]), test) > 0.9
@@ -50,7 +49,7 @@ def test_image_baseline_grey_detection_and_learning() -> None:
     dd = image_splits()
     x, grey = pixel_features(dd["train"], 8)
     assert grey and x.shape == (16, 64) and 0 <= x.min() and x.max() <= 1
-    val, test = fit_baseline(dd, "image", BaselineParams(C_grid=[0.1, 1.0], pixel_size=8), 0, "balanced")
+    val, test = fit_baseline(dd, "image", BaselineParams(C_grid=[0.1, 1.0], pixel_size=8), 0, "balanced", "auroc")
     assert auroc(np.asarray(dd["test"]["label"]), test) == 1.0
     assert val.shape == (16, 2)
 
@@ -58,6 +57,6 @@ def test_image_baseline_grey_detection_and_learning() -> None:
 def test_same_seed_same_probabilities() -> None:
     dd = text_splits()
     params = BaselineParams(C_grid=[1.0], max_features=50)
-    a = fit_baseline(dd, "text", params, 0, None)
-    b = fit_baseline(dd, "text", params, 0, None)
+    a = fit_baseline(dd, "text", params, 0, None, "auroc")
+    b = fit_baseline(dd, "text", params, 0, None, "auroc")
     np.testing.assert_array_equal(a[1], b[1])

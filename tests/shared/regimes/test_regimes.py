@@ -8,30 +8,44 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from datasets import DatasetDict
 from torch import nn
 
-from shared.config import (
-    DataParams,
-    DomainParams,
-    ModelParams,
-    PartialParams,
-    RegimesParams,
-    TrainParams,
-    load_params,
-)
-from shared.data.features import fit_probe
+from shared.config import DataParams, DomainParams, ModelParams, TrainParams, load_params
 from shared.models import build_model
-from shared.regimes.finetune import count_parameters, init_head_from_probe, set_train_mode, setup_regime
+from shared.regimes.bitfit import bias_and_norm_names
+from shared.regimes.finetune import count_parameters, init_head_from_probe, set_train_mode
+from shared.regimes.probe import fit_probe
+from shared.registry import get_regime, list_regimes
+from shared.testing.regimes import tiny_context
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-TRAINED_REGIMES = ("scratch", "partial", "full", "lora", "lp_ft")
+REPO_ROOT = Path(__file__).resolve().parents[3]
+NETWORK_REGIMES = [name for name in list_regimes() if get_regime(name).trains_network]
+ADAPTERS = ("lora", "dora")
 LR, FACTOR, BLOCKS = 1e-2, 0.1, 2
 
 
 def domain_params(model: ModelParams, **train: Any) -> DomainParams:
     return DomainParams(data=DataParams(dataset="tiny"), model=model,
                         train=TrainParams(lr=LR, backbone_lr_factor=FACTOR, **train),
-                        regimes=RegimesParams(partial=PartialParams(blocks=BLOCKS)))
+                        regimes={"partial": {"blocks": BLOCKS}})
+
+
+@pytest.fixture()
+def setup_regime(tmp_path: Path, image_dd: DatasetDict, text_dd: DatasetDict) -> Any:
+    """``setup(model, regime, dp) -> (model, param_groups)``: the registered regime's ``prepare`` on a real
+    tiny context (with a feature cache of ``model`` for regimes that read features)."""
+    counter = iter(range(1000))
+
+    def setup(model: nn.Module, regime: str, dp: DomainParams) -> tuple[nn.Module, list[dict[str, Any]]]:
+        modality = model.modality
+        cls = get_regime(regime)
+        ctx = tiny_context(dp, modality, image_dd if modality == "image" else text_dd,
+                           tmp_path / str(next(counter)), model=model if cls.needs_features else None)
+        prepared = cls.for_domain(dp).prepare(model, ctx)
+        return prepared.model, prepared.param_groups
+
+    return setup
 
 
 def tiny_batch(modality: str, tiny_bert_dir: Path) -> tuple[object, torch.Tensor]:
@@ -65,39 +79,42 @@ def build(model_params: ModelParams, modality: str, regime: str) -> nn.Module:
 def expected_trainable(model: nn.Module, regime: str) -> set[str]:
     """Names of the parameters ``regime`` must train, from the untouched model."""
     names = {n for n, _ in model.named_parameters()}
+    head = {f"{model.head_name}.{n}" for n, _ in model.head.named_parameters()}
     if regime == "partial":
-        head = {f"{model.head_name}.{n}" for n, _ in model.head.named_parameters()}
         return {n for block in model.blocks()[-BLOCKS:] for n in block} | head
+    if regime == "bitfit":
+        return bias_and_norm_names(model) | head
     return names
 
 
-@pytest.mark.parametrize("regime", TRAINED_REGIMES)
+@pytest.mark.parametrize("regime", NETWORK_REGIMES)
 def test_setup_regime_trains_exactly_the_intended_parameters(regime: str, modality: str,
                                                               model_params: ModelParams,
-                                                              tiny_bert_dir: Path) -> None:
+                                                              tiny_bert_dir: Path, setup_regime: Any) -> None:
     model = build(model_params, modality, regime)
     params = domain_params(model_params)
     expected = expected_trainable(model, regime)
     model, groups = setup_regime(model, regime, params)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
 
-    if regime == "lora":
+    if regime in ADAPTERS:
         assert trainable, "LoRA must train something"
         for name in trainable:
             assert "lora_" in name or ".modules_to_save." in name, f"{name} trains under LoRA"
         saved = {n for n in trainable if ".modules_to_save." in n}
         assert {n.rsplit(".", 1)[-1] for n in saved} == {"weight", "bias"}, saved
         assert any("lora_A" in n for n in trainable) and any("lora_B" in n for n in trainable)
+        assert any("lora_magnitude_vector" in n for n in trainable) == (regime == "dora")
         assert all(g["lr"] == LR for g in groups)
     else:
         assert trainable == expected
-        if regime == "partial":
+        if regime in ("partial", "bitfit"):
             assert len(trainable) < len(list(model.parameters()))
         head_ids = {id(p) for p in model.head.parameters()}
         by_name = {g["name"]: g for g in groups}
         assert {id(p) for p in by_name["head"]["params"]} == head_ids
         assert by_name["head"]["lr"] == LR
-        factor = 1.0 if regime == "scratch" else FACTOR
+        factor = 1.0 if not get_regime(regime).pretrained else FACTOR
         assert by_name["backbone"]["lr"] == pytest.approx(LR * factor)
         assert all(id(p) not in head_ids for p in by_name["backbone"]["params"])
 
@@ -108,7 +125,8 @@ def test_setup_regime_trains_exactly_the_intended_parameters(regime: str, modali
     assert count_parameters(model)[0] == sum(p.numel() for p in model.parameters() if p.requires_grad)
 
     # three optimizer steps: frozen parameters bit-identical, trainable ones changed (the zero-initialised head
-    # passes no gradient back on the first step; LoRA's B and then A start moving one step later each)
+    # passes no gradient back on the first step; LoRA's B and then A start moving one step later each; DoRA's
+    # magnitude moves once B has)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     optimizer = torch.optim.AdamW(groups)
     set_train_mode(model)
@@ -124,7 +142,8 @@ def test_setup_regime_trains_exactly_the_intended_parameters(regime: str, modali
             assert torch.equal(p, before[name]), f"{regime}: frozen {name} changed"
 
 
-def test_partial_keeps_batchnorm_statistics_of_frozen_blocks(tiny_image_params: ModelParams) -> None:
+def test_partial_keeps_batchnorm_statistics_of_frozen_blocks(tiny_image_params: ModelParams,
+                                                              setup_regime: Any) -> None:
     """``batchnorm: train``: the unfrozen blocks' BatchNorm layers update their statistics, frozen ones not."""
     model = build(tiny_image_params, "image", "partial")
     model, _ = setup_regime(model, "partial", domain_params(tiny_image_params, batchnorm="train"))
@@ -147,8 +166,9 @@ def test_partial_keeps_batchnorm_statistics_of_frozen_blocks(tiny_image_params: 
             assert not torch.equal(m.running_mean, mean), f"trainable BatchNorm {name} did not update"
 
 
-@pytest.mark.parametrize("regime", ["partial", "full", "lp_ft", "scratch"])
-def test_batchnorm_frozen_keeps_pretrained_statistics(regime: str, tiny_image_params: ModelParams) -> None:
+@pytest.mark.parametrize("regime", ["partial", "full", "lp_ft", "scratch", "bitfit", "l2sp"])
+def test_batchnorm_frozen_keeps_pretrained_statistics(regime: str, tiny_image_params: ModelParams,
+                                                      setup_regime: Any) -> None:
     """``batchnorm: frozen`` (the default): fine-tuning a pretrained backbone leaves every running statistic
     alone while the affine parameters still train; scratch always updates its statistics."""
     model = build(tiny_image_params, "image", regime)
@@ -159,12 +179,13 @@ def test_batchnorm_frozen_keeps_pretrained_statistics(regime: str, tiny_image_pa
     model(torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8))
     changed = [not torch.equal(m.running_mean, b) for m, b in zip(bns, before, strict=True)]
     assert all(changed) if regime == "scratch" else not any(changed)
-    if regime == "full":
+    if regime in ("full", "bitfit", "l2sp"):
         assert all(m.weight.requires_grad for m in bns)
 
 
 @pytest.mark.parametrize(("head_init", "zero"), [("zeros", True), ("random", False)])
-def test_new_head_starts_at_zero(head_init: str, zero: bool, tiny_image_params: ModelParams) -> None:
+def test_new_head_starts_at_zero(head_init: str, zero: bool, tiny_image_params: ModelParams,
+                                 setup_regime: Any) -> None:
     """``head_init: zeros``: the first loss is log(classes) whatever the features."""
     model = build(tiny_image_params, "image", "full")
     model, _ = setup_regime(model, "full", domain_params(tiny_image_params, head_init=head_init))
@@ -176,18 +197,21 @@ def test_new_head_starts_at_zero(head_init: str, zero: bool, tiny_image_params: 
         assert nn.functional.cross_entropy(logits, torch.tensor([0, 1, 0, 1])).item() == pytest.approx(np.log(2))
 
 
+@pytest.mark.parametrize("regime", ADAPTERS)
 @pytest.mark.parametrize("domain", ["vision", "nlp"])
-def test_lora_with_repository_defaults_trains_under_two_percent(domain: str) -> None:
-    """The real pretrained backbones with params.yaml's adapter settings (both load offline)."""
+def test_adapters_with_repository_defaults_train_a_few_percent(domain: str, regime: str, setup_regime: Any) -> None:
+    """The real pretrained backbones with params.yaml's adapter settings (both load offline): LoRA trains
+    under 2% of the parameters, DoRA (one magnitude per output channel on top) under 2.5%."""
     project = load_params(REPO_ROOT / "params.yaml")
     dp = project.domain(domain)
     modality = "image" if domain == "vision" else "text"
     assert dp.model.backbone in ("tf_efficientnet_lite0", "sentence-transformers/all-MiniLM-L6-v2")
     model = build_model(dp.model, modality, 10 if domain == "vision" else 2, pretrained=True)
     _, total = count_parameters(model)
-    model, groups = setup_regime(model, "lora", dp)
+    model, groups = setup_regime(model, regime, dp)
     trainable, total_with_adapters = count_parameters(model)
-    assert 0 < trainable < 0.02 * total, f"{domain}: LoRA trains {trainable} of {total} parameters"
+    limit = 0.02 if regime == "lora" else 0.025
+    assert 0 < trainable < limit * total, f"{domain}: {regime} trains {trainable} of {total} parameters"
     assert sum(p.numel() for g in groups for p in g["params"]) == trainable
     assert total_with_adapters > total  # adapters were added, nothing was dropped
 
@@ -202,7 +226,8 @@ def test_init_head_from_probe_reproduces_probe_probabilities(num_classes: int,
     with torch.no_grad():
         features = model.features(images).numpy().astype(np.float32)
     labels = np.arange(60) % num_classes
-    probe = fit_probe((features[:40], labels[:40]), (features[40:], labels[40:]), [1.0], max_iter=500, seed=0)
+    probe = fit_probe((features[:40], labels[:40]), (features[40:], labels[40:]), [1.0], metric="accuracy",
+                      max_iter=500, seed=0)
     init_head_from_probe(model.head, *probe.raw_weights())
     with torch.no_grad():
         head_probs = model.head(torch.from_numpy(features)).double().softmax(-1).numpy()

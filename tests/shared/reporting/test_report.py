@@ -25,7 +25,7 @@ from shared.config import materialize, parse_params
 from shared.evaluation.metrics import evaluate_predictions
 from shared.evaluation.predictions import Predictions
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 DOMAINS = ("vision", "xray")
 REGIMES = ("frozen", "lora", "baseline")
 CLASSES = {"vision": ["airplane", "bird", "cat"], "xray": ["normal", "pneumonia"]}

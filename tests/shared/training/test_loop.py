@@ -14,8 +14,10 @@ from datasets import DatasetDict
 
 from shared.config import DataParams, DomainParams, ModelParams, TrainParams
 from shared.data.loaders import make_dataset, make_loader
+from shared.evaluation.metrics import selection_score
 from shared.models import build_model
-from shared.regimes.finetune import setup_regime
+from shared.registry import get_regime
+from shared.testing.regimes import tiny_context
 from shared.training import loop as training
 from shared.training.checkpoint import load_latest_checkpoint, seed_everything
 from shared.training.loop import DivergenceError, FitResult, compute_loss, fit, make_accelerator, split_outputs
@@ -27,7 +29,7 @@ class Killed(Exception):
 
 def run_fit(dd: DatasetDict, model_params: ModelParams, *, seed: int = 0, checkpoint_dir: Path | None = None,
             snapshots: list[dict[str, torch.Tensor]] | None = None, val_predictions: list | None = None,
-            **train_kw: Any) -> tuple[torch.nn.Module, FitResult]:
+            metric: str = "accuracy", **train_kw: Any) -> tuple[torch.nn.Module, FitResult]:
     """Train the way ``pipelines/train.py`` does: seed_everything, its generator to make_loader and fit."""
     train = TrainParams(**{"epochs": 3, "batch_size": 8, "lr": 1e-2, "backbone_lr_factor": 0.5,
                            "warmup_fraction": 0.0, "patience": 5, **train_kw})
@@ -35,7 +37,8 @@ def run_fit(dd: DatasetDict, model_params: ModelParams, *, seed: int = 0, checkp
     generator = seed_everything(seed, deterministic=train.deterministic)
     model = build_model(model_params, "image", 2, pretrained=False)
     datasets = {s: make_dataset(dd[s], model, augment=(s == "train")) for s in ("train", "validation")}
-    model, groups = setup_regime(model, "full", dp)
+    prepared = get_regime("full").for_domain(dp).prepare(model, tiny_context(dp, "image", dd, Path("unused")))
+    model, groups = prepared.model, prepared.param_groups
     accelerator = make_accelerator(train, cpu=True)
     train_loader = make_loader(datasets["train"], train.batch_size, shuffle=True, generator=generator)
     val_loader = make_loader(datasets["validation"], train.batch_size * 2)
@@ -45,7 +48,7 @@ def run_fit(dd: DatasetDict, model_params: ModelParams, *, seed: int = 0, checkp
             snapshots.append({k: v.detach().clone() for k, v in model.state_dict().items()})
 
     result = fit(model, groups, train_loader, val_loader, train, accelerator=accelerator,
-                 checkpoint_dir=checkpoint_dir, on_epoch=on_epoch, generator=generator, seed=seed)
+                 checkpoint_dir=checkpoint_dir, on_epoch=on_epoch, generator=generator, seed=seed, metric=metric)
     if val_predictions is not None:  # the model (holding the best weights) scored on validation afresh
         val_predictions.extend(training.predict(model, make_loader(datasets["validation"], 16), accelerator)[:2])
     return model, result
@@ -156,3 +159,15 @@ def test_split_outputs() -> None:
     assert split_outputs(logits)[0] is logits and split_outputs(logits)[1] == []
     main, rest = split_outputs((logits, None, aux))
     assert main is logits and len(rest) == 1 and rest[0] is aux
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "auroc"])
+def test_best_epoch_is_chosen_by_the_given_metric(image_dd: DatasetDict, tiny_image_params: ModelParams,
+                                                  metric: str) -> None:
+    """One metric decides: every epoch's ``val_score`` is the domain's primary metric on validation, and the
+    kept epoch is the one where it peaked."""
+    _, result = run_fit(image_dd, tiny_image_params, epochs=3, metric=metric)
+    scores = [r["val_score"] for r in result.history]
+    assert result.best_epoch == int(np.argmax(scores))
+    assert result.best_val_probs is not None and result.best_val_labels is not None
+    assert result.best_score == pytest.approx(selection_score(metric, result.best_val_labels, result.best_val_probs))
