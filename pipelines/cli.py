@@ -67,9 +67,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    """Start the MLflow UI on the project's store (localhost only unless --host says otherwise)."""
+    """Start the MLflow UI on the project's store (localhost only unless --host says otherwise).
+
+    Runs of dead processes are marked KILLED first, so the UI shows none of them RUNNING.
+    """
+    from pipelines.common import reconcile_tracking
     from shared.tracking import tracking_uri
 
+    reconcile_tracking()
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri(),
            "--host", args.host, "--port", str(args.port)]
     print(" ".join(cmd))

@@ -7,6 +7,7 @@ import argparse
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -62,7 +63,10 @@ def git_commit() -> str:
 
 
 def parse_stage(argv: list[str] | None, description: str, *, with_regime: bool = False) -> Stage:
-    """Parse arguments and validate ``params.yaml``; errors exit before anything is written."""
+    """Parse arguments and validate ``params.yaml``; errors exit before anything is written.
+
+    Then reconcile the tracking store (:func:`reconcile_tracking`).
+    """
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--domain", required=True)
     if with_regime:
@@ -74,7 +78,27 @@ def parse_stage(argv: list[str] | None, description: str, *, with_regime: bool =
     regime = getattr(args, "regime", None)
     if regime is not None:
         get_regime(regime)
-    return Stage(params=params, domain=cls(params.domain(args.domain)), regime=regime)
+    stage = Stage(params=params, domain=cls(params.domain(args.domain)), regime=regime)
+    reconcile_tracking()
+    return stage
+
+
+def reconcile_tracking() -> None:
+    """Mark the runs of dead processes KILLED if a local tracking store exists (opening none otherwise).
+
+    Every stage, ``compare`` and ``ui`` call it first, so a run SIGKILLed earlier does not stay RUNNING
+    until some later stage happens to open a run. Housekeeping only: a store it cannot read is reported
+    on stderr and the caller goes on.
+    """
+    from shared.tracking import reconcile_store
+
+    try:
+        fixed = reconcile_store()
+    except Exception as err:  # never fail a stage over another run's status
+        print(f"warning: could not reconcile stale MLflow runs: {type(err).__name__}: {err}", file=sys.stderr)
+        return
+    if fixed:
+        print(f"marked {len(fixed)} stale RUNNING MLflow run(s) of dead processes KILLED", file=sys.stderr)
 
 
 @contextmanager

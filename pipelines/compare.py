@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pipelines.common import git_commit, staged_output
+from pipelines.common import git_commit, reconcile_tracking, staged_output
 from shared import paths
 from shared.config import DomainParams, ProjectParams, load_params
 from shared.evaluation.predictions import Predictions
@@ -186,12 +186,11 @@ def link_parent_runs(params: ProjectParams, rows: list[dict[str, Any]], out: Pat
     files as artifacts. Returns {domain: parent run id}.
     """
     import mlflow
-    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from shared.tracking import tracked_run, tracking_uri
+    from shared.tracking import open_client, tracked_run
 
-    client = MlflowClient(tracking_uri())
+    client = open_client()
     commit, exp_name = git_commit(), os.environ.get("DVC_EXP_NAME", "")
     summary = summarize(rows)
     parents = {}
@@ -242,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="output folder (default: reports/ at the root)")
     args = parser.parse_args(argv)
     params = load_params(args.params or paths.params_file())
+    reconcile_tracking()
     out = Path(args.out) if args.out else paths.reports_dir()
     if args.tracking_uri:
         with tempfile.TemporaryDirectory(prefix="transferlab-compare-") as tmp:

@@ -4,10 +4,14 @@ Every run ends FINISHED (success), FAILED (an exception escaped; tag ``error``) 
 SIGINT; or, found later, a RUNNING run whose process is gone). Runs record the owning process as tags
 ``pid``, ``hostname`` and ``process_start`` so :func:`reconcile_stale_runs` can tell a dead (or reused)
 pid from a live one.
+
+A SQLite store is created (schema migration) and its experiments are created under an exclusive lock on
+``<db>.lock`` beside the database file, so processes racing on a fresh store all succeed.
 """
 
 from __future__ import annotations
 
+import fcntl
 import math
 import os
 import signal
@@ -23,7 +27,7 @@ os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
 
 import mlflow  # noqa: E402  (the variable above must be set before MLflow reads it)
 from mlflow import MlflowClient  # noqa: E402
-from mlflow.entities import ViewType  # noqa: E402
+from mlflow.entities import RunTag, ViewType  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.utils.validation import MAX_TAG_VAL_LENGTH  # noqa: E402
 
@@ -38,31 +42,74 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{paths.root() / 'mlflow.db'}"
 
 
-def _client() -> MlflowClient:
+_OPENED: set[str] = set()  # tracking URIs whose store this process has created or checked
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:`` URI; None for other stores and in-memory databases."""
+    if not uri.startswith("sqlite:"):
+        return None
+    from sqlalchemy.engine import make_url
+
+    database = make_url(uri).database
+    return Path(database) if database and database != ":memory:" else None
+
+
+@contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``<db>.lock`` beside a SQLite store; no lock for other stores.
+
+    The lock dies with its process (``flock``), so a SIGKILL never leaves it held.
+    """
+    path = _sqlite_path(uri)
+    if path is None or not path.parent.is_dir():  # no file to guard (MLflow reports a missing folder)
+        yield
+        return
+    with open(f"{path}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def open_client() -> MlflowClient:
+    """An ``MlflowClient`` on :func:`tracking_uri` (also made MLflow's current URI), its store ready.
+
+    The first call in a process opens the store under :func:`_store_lock`: whoever comes first creates
+    and migrates a fresh SQLite file, the others wait and then find it complete.
+    """
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
-    return MlflowClient(uri)
+    if uri in _OPENED:
+        return MlflowClient(uri)
+    with _store_lock(uri):
+        client = MlflowClient(uri)  # builds (and on a fresh file migrates) the store; MLflow caches it
+    _OPENED.add(uri)
+    return client
 
 
 def _experiment_id(client: MlflowClient, name: str) -> str:
+    """Get or create the experiment ``name``; a concurrent creator is tolerated."""
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
-    try:
-        return client.create_experiment(name)
-    except MlflowException:  # another process created it in between
-        exp = client.get_experiment_by_name(name)
-        if exp is None:
-            raise
-        return exp.experiment_id
+    with _store_lock(tracking_uri()):
+        exp = client.get_experiment_by_name(name)  # created while we waited for the lock?
+        if exp is not None:
+            return exp.experiment_id
+        try:
+            return client.create_experiment(name)
+        except MlflowException:  # a server store: another client created it in between
+            exp = client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            return exp.experiment_id
 
 
 def init_store(experiments: list[str]) -> None:
-    """Create the store (schema migration) and the experiments once, before launching parallel workers.
-
-    A fresh SQLite store raced by several processes fails during its migration; call this first.
-    """
-    client = _client()
+    """Create the store (schema migration) and the experiments; safe to call from racing processes."""
+    client = open_client()
     for name in experiments:
         _experiment_id(client, name)
 
@@ -113,7 +160,7 @@ def reconcile_stale_runs() -> list[str]:
 
     Returns the ids of the runs it fixed.
     """
-    client = _client()
+    client = open_client()
     exp_ids = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
     fixed: list[str] = []
     if not exp_ids:
@@ -132,6 +179,18 @@ def reconcile_stale_runs() -> list[str]:
         token = page.token
         if not token:
             return fixed
+
+
+def reconcile_store() -> list[str]:
+    """:func:`reconcile_stale_runs` where a local store exists; a no-op (opening nothing) otherwise.
+
+    For a SQLite URI the database file must exist; other stores (a tracking server) are left to the
+    stages that open runs, since reaching them is not cheap. Returns the ids of the runs it fixed.
+    """
+    path = _sqlite_path(tracking_uri())
+    if path is None or not path.is_file():
+        return []
+    return reconcile_stale_runs()
 
 
 # --- params and metrics ------------------------------------------------------------------------
@@ -175,15 +234,15 @@ class _Interrupted(BaseException):
 
 
 class _SignalGuard:
-    """Turn SIGTERM/SIGINT into ``_Interrupted`` while the run is open; defer them while it ends."""
+    """Turn SIGTERM/SIGINT into ``_Interrupted`` while the run is open; defer them while it starts or ends."""
 
     def __init__(self) -> None:
         self.previous: dict[int, Any] = {}
-        self.ending = False
+        self.deferring = False
         self.pending: int | None = None
 
     def handler(self, signum: int, frame: FrameType | None) -> None:
-        if self.ending:
+        if self.deferring:
             self.pending = signum
         else:
             raise _Interrupted(signum)
@@ -202,13 +261,30 @@ class _SignalGuard:
         """True unless an enclosing ``tracked_run`` installed the handlers we replaced."""
         return not any(isinstance(getattr(p, "__self__", None), _SignalGuard) for p in self.previous.values())
 
+    def check(self) -> None:
+        """Raise ``_Interrupted`` for a signal that came while deferred (and forget it)."""
+        signum, self.pending = self.pending, None
+        if signum is not None:
+            raise _Interrupted(signum)
+
+    def stop_deferring(self) -> None:
+        """Handle signals as they come again, starting with one that came while deferred."""
+        self.deferring = False
+        self.check()
+
 
 def _signal_exit(signum: int) -> BaseException:
     """The default outcome of a signal we intercepted: ``KeyboardInterrupt`` or exit ``128 + signum``."""
     return KeyboardInterrupt() if signum == signal.SIGINT else SystemExit(128 + signum)
 
 
+_END_TAGS = ("end_reason", "error")  # why an earlier attempt of a resumed run ended; stale once it finishes
+
+
 def _end_run(client: MlflowClient, run_id: str, status: str, tags: dict[str, str]) -> None:
+    if status == "FINISHED":
+        for key in set(_END_TAGS) & client.get_run(run_id).data.tags.keys():
+            client.delete_tag(run_id, key)
     for key, value in tags.items():
         client.set_tag(run_id, key, value[:MAX_TAG_VAL_LENGTH])
     active = mlflow.active_run()
@@ -244,27 +320,27 @@ def tracked_run(
 
     FINISHED on success, FAILED on an exception (tag ``error`` = type and message), KILLED on
     SIGTERM/SIGINT, after which the default behaviour follows (exit ``128 + signum``, or
-    ``KeyboardInterrupt``). Stale RUNNING runs of dead processes are marked KILLED first. Signal
-    handlers are installed only from the main thread and restored on exit. ``params`` are flattened
-    with dotted keys; a resumed run must not be given different values for params it already has.
+    ``KeyboardInterrupt``). Stale RUNNING runs of dead processes are marked KILLED first. A signal while
+    the run starts is deferred: before MLflow opens the run it opens none (a resumed run keeps its
+    status), after that the run ends KILLED, so no run is left RUNNING. A resumed run is tagged with
+    its new owner before it turns RUNNING, and loses the ``end_reason``/``error`` tags of an earlier
+    attempt when it finishes. Signal handlers are installed only from the main thread and restored on
+    exit. ``params`` are flattened with dotted keys; a resumed run must not be given different values
+    for params it already has.
     """
-    client = _client()
+    client = open_client()
     reconcile_stale_runs()
     exp_id = _experiment_id(client, experiment)
-    owner = _owner_tags()
-    if run_id is not None:
-        existing = client.get_run(run_id)
-        if existing.info.experiment_id != exp_id:
-            raise ValueError(
-                f"run {run_id} belongs to experiment {existing.info.experiment_id}, not {experiment!r}"
-            )
-        for key, value in owner.items():  # claim it before it turns RUNNING, so nobody reconciles it
-            client.set_tag(run_id, key, value)
     guard = _SignalGuard()
     guard.install()
+    guard.deferring = True  # until our run is open and owned: a signal now is handled just after
     outermost = guard.outermost()
     current: str | None = None  # our run while it still needs an end status
     try:
+        owner = _owner_tags()
+        if run_id is not None:
+            _claim(client, run_id, exp_id, experiment, owner)
+        guard.check()  # signalled already: open no run only to end it
         active = mlflow.start_run(
             run_id=run_id,
             experiment_id=None if run_id else exp_id,
@@ -274,21 +350,22 @@ def tracked_run(
             tags={**tags, **owner},
         )
         current = active.info.run_id
+        guard.stop_deferring()  # a signal that came while MLflow opened the run ends it KILLED (below)
         try:
             if params:
                 mlflow.log_params(flatten_params(params))
             yield active
         except BaseException as exc:
-            guard.ending = True  # a signal now is deferred until the status is written
+            guard.deferring = True  # a signal now is deferred until the status is written
             _end_run(client, current, *_ending_for(exc))
             current = None
             raise
-        guard.ending = True
+        guard.deferring = True
         _end_run(client, current, "FINISHED", {})
         current = None
     except _Interrupted as exc:
-        guard.ending = True
-        if current is not None:  # the signal came between the body and its end status
+        guard.deferring = True
+        if current is not None:  # the signal came while the run started, or between the body and its end
             _end_run(client, current, *_ending_for(exc))
         if outermost:
             guard.restore()
@@ -300,3 +377,15 @@ def tracked_run(
             if outermost:
                 raise _signal_exit(guard.pending)
             signal.raise_signal(guard.pending)  # hand it to the enclosing tracked_run's handler
+
+
+def _claim(client: MlflowClient, run_id: str, exp_id: str, experiment: str, owner: dict[str, str]) -> None:
+    """Tag the run to resume with its new owner (one write) before MLflow turns it RUNNING again.
+
+    So a run is never RUNNING under a previous, dead owner, which :func:`reconcile_stale_runs` would
+    mark KILLED (``end_reason=stale``) while we are using it.
+    """
+    existing = client.get_run(run_id)
+    if existing.info.experiment_id != exp_id:
+        raise ValueError(f"run {run_id} belongs to experiment {existing.info.experiment_id}, not {experiment!r}")
+    client.log_batch(run_id, tags=[RunTag(key, value) for key, value in owner.items()])
