@@ -9,7 +9,7 @@ from typing import Any
 import mlflow
 from datasets import load_from_disk
 
-from pipelines.common import parse_stage, staged_output
+from pipelines.common import parse_stage, run_main, staged_output
 from shared import paths
 from shared.atomic import write_json
 from shared.metrics import evaluate_predictions
@@ -73,4 +73,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)

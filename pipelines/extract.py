@@ -8,7 +8,7 @@ import time
 import torch
 from datasets import load_from_disk
 
-from pipelines.common import parse_stage, staged_output
+from pipelines.common import parse_stage, run_main, staged_output
 from shared import paths
 from shared.backbones import build_model, load_tokenizer
 from shared.data import make_dataset, make_loader
@@ -40,4 +40,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)

@@ -37,7 +37,7 @@ import numpy as np
 from datasets import DatasetDict, load_from_disk
 
 from pipelines import train as train_stage
-from pipelines.common import Stage, git_commit, parse_stage
+from pipelines.common import Stage, git_commit, parse_stage, run_main
 from shared import paths
 from shared.atomic import atomic_path, write_json
 from shared.config import ParamsError, SweepParams
@@ -283,4 +283,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)

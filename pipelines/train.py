@@ -23,12 +23,10 @@ from typing import Any
 import numpy as np
 import torch
 from datasets import DatasetDict, load_from_disk
-from safetensors.numpy import save_file as save_numpy
-from safetensors.torch import save_file as save_torch
 
-from pipelines.common import Stage, parse_stage, staged_output
+from pipelines.common import Stage, parse_stage, run_main, staged_output
 from shared import paths
-from shared.atomic import write_json
+from shared.atomic import write_json, write_safetensors
 from shared.backbones import aux_loss_weight, build_model, load_tokenizer
 from shared.checkpoint import seed_everything
 from shared.config import DomainParams
@@ -64,8 +62,8 @@ def train_frozen(stage: Stage, out: Path) -> tuple[Predictions, dict[str, Any]]:
     n_train = len(cache.read("train")[1])
     (x_val, y_val), (x_test, y_test) = cache.read("validation"), cache.read("test")
     coef, intercept = probe.raw_weights()
-    save_numpy({"weight": np.ascontiguousarray(coef, dtype=np.float32),
-                "bias": np.ascontiguousarray(intercept, dtype=np.float32)}, str(out / "weights.safetensors"))
+    write_safetensors(out / "weights.safetensors", {"weight": np.ascontiguousarray(coef, dtype=np.float32),
+                                                    "bias": np.ascontiguousarray(intercept, dtype=np.float32)})
     preds = Predictions(probe.predict_proba(x_val), y_val, probe.predict_proba(x_test), y_test)
     trainable = coef.size + intercept.size
     return preds, {"trainable_params": int(trainable), "total_params": int(trainable), "probe_C": probe.C,
@@ -154,8 +152,8 @@ def train_network(stage: Stage, dd: DatasetDict, out: Path | None,
     names = {n for n, p in model.named_parameters() if p.requires_grad} | {n for n, _ in model.named_buffers()}
     kept = {k: v.contiguous() for k, v in result.best_state.items() if k in names}
     if out is not None and accelerator.is_main_process:
-        save_torch(kept, str(out / "weights.safetensors"), metadata={"regime": regime, "contents":
-                                                                     "trainable parameters and buffers"})
+        write_safetensors(out / "weights.safetensors", kept, metadata={"regime": regime, "contents":
+                                                                       "trainable parameters and buffers"})
     accelerator.wait_for_everyone()  # nobody still reads the checkpoints
     if accelerator.is_main_process:
         shutil.rmtree(ckpt, ignore_errors=True)
@@ -195,4 +193,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)

@@ -11,12 +11,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 from torch.utils.data import DataLoader
 
+from shared.atomic import write_safetensors
 from shared.data import in_split_order, split_batch
 from shared.metrics import auroc
 
@@ -60,7 +61,7 @@ class FeatureCache:
     def write(self, split: str, features: np.ndarray, labels: np.ndarray) -> None:
         """Store one split."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        save_file({"features": np.ascontiguousarray(features), "labels": labels}, str(self.path(split)))
+        write_safetensors(self.path(split), {"features": np.ascontiguousarray(features), "labels": labels})
         (self.dir / "meta.json").write_text(json.dumps(self.key, indent=2))
 
     def read(self, split: str) -> tuple[np.ndarray, np.ndarray]:
