@@ -24,6 +24,12 @@ def mirror_dir() -> Path:
     return Path(env) if env else REPO_ROOT.parent / "shared" / "data"
 
 
+def portable_path(path: Path | str) -> str:
+    """``path`` as results record it: relative to the repository root (the default mirror is
+    ``../shared/data``), so no result holds the absolute paths of the machine it ran on."""
+    return Path(os.path.relpath(Path(path).resolve(), REPO_ROOT)).as_posix()
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -89,7 +95,7 @@ def cifar_images(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, str]:
         raw = np.concatenate(records)[:n]
         n = len(raw)
         images = raw[:, 1:].reshape(n, 3, 32, 32).transpose(0, 2, 3, 1).copy()
-        return images, raw[:, 0].astype(np.int64), str(archive)
+        return images, raw[:, 0].astype(np.int64), portable_path(archive)
     rng = np.random.default_rng(seed)
     return (rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, size=n),
             "synthetic uint8")
@@ -101,7 +107,7 @@ def sst2_sentences(n: int) -> tuple[list[str], np.ndarray, str]:
     if tsv.is_file():
         lines = tsv.read_text(encoding="utf-8").splitlines()[1 : n + 1]
         texts, labels = zip(*(line.rsplit("\t", 1) for line in lines), strict=True)
-        return list(texts), np.asarray(labels, dtype=np.int64), str(tsv)
+        return list(texts), np.asarray(labels, dtype=np.int64), portable_path(tsv)
     words = ["good", "bad", "film", "story", "acting", "boring", "great", "plot", "a", "the", "very"]
     rng = np.random.default_rng(0)
     texts = [" ".join(rng.choice(words, size=int(rng.integers(5, 25)))) for _ in range(n)]
@@ -115,3 +121,16 @@ def write_result(name: str, data: dict[str, Any], out_dir: Path = RESULTS_DIR) -
     payload = {"benchmark": name, "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine_info(), **data}
     path.write_text(json.dumps(payload, indent=2, default=float) + "\n")
     return path
+
+
+def setup_regime(model: Any, regime: str, dp: Any) -> tuple[Any, list[dict[str, Any]]]:
+    """``model`` prepared by the registered network regime ``regime`` (no feature cache: not for lp_ft);
+    returns the model to train and its optimizer groups."""
+    from datasets import DatasetDict
+
+    from shared.registry import get_regime
+    from shared.testing.regimes import tiny_context
+
+    ctx = tiny_context(dp, model.modality, DatasetDict(), Path("unused"))
+    prepared = get_regime(regime).for_domain(dp).prepare(model, ctx)
+    return prepared.model, prepared.param_groups

@@ -16,13 +16,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from benchmarks.common import cifar_images, write_result
+from benchmarks.common import cifar_images, setup_regime, write_result
 from shared.config import load_params
-from shared.data.features import extract_features, fit_probe
+from shared.data.features import extract_features
 from shared.data.loaders import make_dataset, make_loader
 from shared.data.splits import build_label_map, make_split
 from shared.models import WeightsUnavailableError, build_model
-from shared.regimes.finetune import setup_regime
+from shared.regimes.probe import fit_probe
 from shared.training.loop import forward_loss, make_accelerator, make_optimizer, optimizer_step
 
 TARGET = 0.05
@@ -52,16 +52,16 @@ def epoch_step_seconds(dp: Any, images: torch.Tensor, labels: torch.Tensor, batc
 
 def _probe_at(feats: np.ndarray, y: np.ndarray, n: int, dp: Any) -> dict[str, Any]:
     """Fit the probe on the first 3/4 of ``n`` images (validation: the rest); per-C breakdown too."""
-    n_train, C_grid, max_iter = n * 3 // 4, dp.regimes.frozen.C_grid, dp.regimes.frozen.max_iter
+    n_train, C_grid, max_iter = n * 3 // 4, dp.regimes["frozen"].C_grid, dp.regimes["frozen"].max_iter
     train, val = (feats[:n_train], y[:n_train]), (feats[n_train:n], y[n_train:n])
-    fit_probe(train, val, C_grid[:1], max_iter=max_iter, seed=0)  # warm-up (imports, BLAS)
+    fit_probe(train, val, C_grid[:1], metric="accuracy", max_iter=max_iter, seed=0)  # warm-up (imports, BLAS)
     per_C = {}
     for C in C_grid:
         t0 = time.perf_counter()
-        one = fit_probe(train, val, [C], max_iter=max_iter, seed=0)
+        one = fit_probe(train, val, [C], metric="accuracy", max_iter=max_iter, seed=0)
         per_C[str(C)] = {"seconds": time.perf_counter() - t0, "lbfgs_iterations": int(np.max(one.classifier.n_iter_))}
     t0 = time.perf_counter()
-    probe = fit_probe(train, val, C_grid, max_iter=max_iter, seed=0)
+    probe = fit_probe(train, val, C_grid, metric="accuracy", max_iter=max_iter, seed=0)
     return {"train_images": n_train, "validation_images": n - n_train, "probe_fit_seconds": time.perf_counter() - t0,
             "probe_C": probe.C, "probe_val_accuracy": probe.val_score, "probe_per_C": per_C}
 
@@ -120,8 +120,8 @@ def run(sizes: tuple[int, ...] = (256, 1024), batch_size: int = 32, steps: int =
     main = by_size[str(n_images)]
     result = {
         "settings": {"backbone": dp.model.backbone, "image_size": 96, "data": source, "weights": weights,
-                     "sizes": list(sizes), "C_grid": dp.regimes.frozen.C_grid,
-                     "max_iter": dp.regimes.frozen.max_iter, "finetune_regime": "full",
+                     "sizes": list(sizes), "C_grid": dp.regimes["frozen"].C_grid,
+                     "max_iter": dp.regimes["frozen"].max_iter, "finetune_regime": "full",
                      "probe_process": "spawned, like the train stage's frozen regime (no torch work before)",
                      "finetune_batch_size": batch_size, "timed_steps": steps, "device": "cpu",
                      "epoch_estimate": "median step time x train images / batch size (linear scaling)"},

@@ -3,7 +3,7 @@
 ``python -m benchmarks.gpu --out DIR`` writes ``DIR/gpu.json``. For each model (default
 ``tf_efficientnet_lite0`` and ``resnet50``) at 224 px, batch 256, bf16 autocast and channels-last:
 
-* **ours**: ``shared.models.ImageClassifier`` (pretrained=False) set up by ``shared.regimes.setup_regime``
+* **ours**: ``shared.models.ImageClassifier`` (pretrained=False) set up by the registered ``full`` regime's ``prepare``
   (regime ``full``), stepped by ``shared.training.train_step`` exactly as ``fit`` steps it: an
   ``Accelerator`` with ``mixed_precision="bf16"``, fused AdamW from ``make_optimizer``, gradient clipping at the
   default 1.0, the warmup-cosine schedule, uint8 images normalised inside the model.
@@ -30,10 +30,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import machine_info
+from benchmarks.common import machine_info, setup_regime
 from shared.config import DataParams, DomainParams, ModelParams, TrainParams
 from shared.models import ImageClassifier
-from shared.regimes.finetune import setup_regime
 from shared.training.loop import make_accelerator, make_optimizer, train_step, warmup_cosine
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from benchmarks.common import REPO_ROOT, RESULTS_DIR, mirror_dir, write_result
+from benchmarks.common import REPO_ROOT, RESULTS_DIR, mirror_dir, portable_path, write_result
 from benchmarks.repro import RUNNING, make_project, run_checked
 
 
@@ -63,7 +63,7 @@ def run(domains: list[str] | None = None, label: str = "default") -> dict[str, A
     result = {
         "settings": {"project": "temporary copy of the tracked files (git ls-files)",
                      "params": "the repository's params.yaml, domains overridden", "domains": domains,
-                     "regimes": params["regimes"], "mirror": os.environ["TRANSFERLAB_MIRROR"]},
+                     "regimes": params["regimes"], "mirror": portable_path(os.environ["TRANSFERLAB_MIRROR"])},
         "domain_seconds": {d: r["seconds"] for d, r in per_domain.items()},
         "total_seconds": sum(r["seconds"] for r in per_domain.values()),
         "cross_domain_compare_seconds": compare_s,

@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.common import write_result
+from benchmarks.common import setup_regime, write_result
 from shared.config import load_params
 from shared.models import build_model
-from shared.regimes.finetune import count_parameters, setup_regime
+from shared.regimes.finetune import count_parameters
 from shared.training.loop import forward_loss, make_accelerator, make_optimizer, optimizer_step
 
 WARMUP = 2
@@ -112,8 +112,8 @@ def run(regimes: tuple[str, ...] = ("full", "partial", "lora"), batch_size: int 
     dp = load_params().domain("vision")
     result = {"settings": {"backbone": dp.model.backbone, "image_size": 96, "batch_size": batch_size,
                            "timed_steps": steps, "warmup_steps": WARMUP,
-                           "partial_blocks": dp.regimes.partial.blocks,
-                           "lora": dp.regimes.lora.adapter.model_dump(), "device": "cpu",
+                           "partial_blocks": dp.regimes["partial"].blocks,
+                           "lora": dp.regimes["lora"].adapter.model_dump(), "device": "cpu",
                            "input": "synthetic uint8 batch (step time does not depend on the pixels)",
                            "memory": "CPU peak RSS per forked process (ru_maxrss)"},
               "regimes": rows}

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from benchmarks.common import REPO_ROOT, RESULTS_DIR, mirror_dir, write_result
+from benchmarks.common import REPO_ROOT, RESULTS_DIR, mirror_dir, portable_path, write_result
 from benchmarks.repro import RUNNING, make_project, run_checked
 
 
@@ -44,7 +44,7 @@ def run() -> dict[str, Any]:
     result = {
         "settings": {"command": "dvc repro sweep/dvc.yaml", "domains": domains,
                      **{k: params["sweep"][k] for k in ("fractions", "regimes", "seeds")},
-                     "mirror": os.environ["TRANSFERLAB_MIRROR"]},
+                     "mirror": portable_path(os.environ["TRANSFERLAB_MIRROR"])},
         "seconds": seconds, "stages": RUNNING.findall(output), "domains": reports,
     }
     write_result("sweep", result)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from pipelines.common import run_main
 from shared.models.arch import MODEL_NAMES, compare, to_markdown, write_report
 
 DEFAULT_OUT = Path("reports/arch")
@@ -34,4 +35,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)

@@ -6,9 +6,34 @@ import argparse
 import os
 import subprocess
 import sys
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 from shared import paths
+from shared.files.atomic import DiskFullError
+
+# Errors that mean bad input or a full disk, not a bug: one line and exit code 2 (``--debug``: traceback).
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (KeyError, ValueError, FileNotFoundError, DiskFullError)
+DEBUG_ENV = "TRANSFERLAB_DEBUG"
+
+
+def debug_requested(flag: bool = False) -> bool:
+    """True if ``--debug`` was given (``flag``) or ``TRANSFERLAB_DEBUG=1`` is set."""
+    return flag or os.environ.get(DEBUG_ENV, "") == "1"
+
+
+def guarded(func: Callable[[], int], prog: str, debug: bool = False) -> int:
+    """``func()``'s exit code; an :data:`EXPECTED_ERRORS` error prints ``<prog>: error: <message>`` to
+    stderr and gives 2 (with ``debug``, its traceback is printed first)."""
+    try:
+        return int(func())
+    except EXPECTED_ERRORS as err:
+        if debug:
+            traceback.print_exc()
+        message = err.args[0] if type(err) is KeyError and err.args else err  # str(KeyError) adds quotes
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        return 2
 
 
 def cmd_domains(args: argparse.Namespace) -> int:
@@ -91,6 +116,7 @@ def cmd_arch(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (sub-commands)."""
     parser = argparse.ArgumentParser(prog="transferlab", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help=f"show tracebacks (or set {DEBUG_ENV}=1)")
     sub = parser.add_subparsers(dest="command", required=True)
     domains = sub.add_parser("domains", help="list registered domains")
     domains.add_argument("--params", default=None)
@@ -120,11 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``transferlab`` console script."""
     args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args))
-    except (KeyError, ValueError, FileNotFoundError) as err:
-        print(f"transferlab: error: {err}", file=sys.stderr)
-        return 2
+    return guarded(lambda: args.func(args), prog="transferlab", debug=debug_requested(args.debug))
 
 
 if __name__ == "__main__":

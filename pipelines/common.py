@@ -5,16 +5,22 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import Any, NoReturn
 
+from pipelines.cli import debug_requested, guarded
 from shared import paths
 from shared.config import DomainParams, ProjectParams, load_params
 from shared.data.domain import Domain
@@ -101,20 +107,144 @@ def reconcile_tracking() -> None:
         print(f"marked {len(fixed)} stale RUNNING MLflow run(s) of dead processes KILLED", file=sys.stderr)
 
 
+def run_main(main: Callable[[list[str]], int]) -> NoReturn:
+    """A stage's ``if __name__ == "__main__"``: run ``main(sys.argv[1:])`` and exit with its code.
+
+    The errors ``transferlab`` reports as one line (see :func:`pipelines.cli.guarded`) are reported the
+    same way here, exit code 2; ``--debug`` (removed from the arguments) or ``TRANSFERLAB_DEBUG=1`` shows
+    the full traceback instead.
+    """
+    argv = sys.argv[1:]
+    args = [arg for arg in argv if arg != "--debug"]
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)  # python -m pipelines.train: its name
+    prog = spec.name if spec is not None else Path(sys.argv[0]).name
+    raise SystemExit(guarded(lambda: main(args), prog=prog, debug=debug_requested("--debug" in argv)))
+
+
+# --- staging folders ----------------------------------------------------------------------------
+
+_STAGE_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_KINDS = ("staging", "old")
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return not Path("/proc").is_dir()  # no /proc (not Linux): os.kill is all we know
+    return stat[stat.rindex(")") + 2 :].split()[0] != "Z"
+
+
+def _owner() -> str:
+    """``<pid>@<host>``: who owns a staging folder (see :func:`clear_stale_staging`)."""
+    return f"{os.getpid()}@{socket.gethostname()}"
+
+
+def clear_stale_staging(dest: Path) -> list[Path]:
+    """Remove ``.<name>.staging-*`` and ``.<name>.old-*`` beside ``dest`` that no live process owns.
+
+    :func:`staged_output` names them ``.<name>.<kind>-<pid>@<host>-<random>``; one of this host whose pid
+    is dead, or whose name holds no pid (older code), is a leftover of a killed stage. Another host's
+    (a shared file system) is left alone: its pid means nothing here. Returns the removed paths.
+    """
+    removed: list[Path] = []
+    if not dest.parent.is_dir():
+        return removed
+    prefixes = tuple(f".{dest.name}.{kind}-" for kind in _KINDS)
+    for entry in sorted(dest.parent.iterdir()):
+        prefix = next((p for p in prefixes if entry.name.startswith(p)), None)
+        if prefix is None:
+            continue
+        owner = re.fullmatch(r"(\d+)@(.+)-[^-]*", entry.name[len(prefix) :])
+        if owner and (owner.group(2) != socket.gethostname() or _pid_alive(int(owner.group(1)))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        print(f"removed {entry}, left by a stopped stage", file=sys.stderr)
+        removed.append(entry)
+    return removed
+
+
+class _StageSignals:
+    """While outputs are staged, SIGTERM/SIGINT raise in the main thread, so staging folders are removed.
+
+    A handler found installed (an enclosing ``tracked_run``'s, or Python's ``KeyboardInterrupt``) is called
+    instead, so the two compose; with none, SIGTERM raises ``SystemExit(143)`` and SIGINT
+    ``KeyboardInterrupt``. An ignored signal stays ignored. While ``deferring`` (the final renames, the
+    clean-up) a signal waits until :meth:`restore`, which acts on it once the old handlers are back.
+    """
+
+    def __init__(self) -> None:
+        self.previous: dict[int, Any] = {}
+        self.deferring = False
+        self.pending: int | None = None
+
+    def handler(self, signum: int, frame: FrameType | None) -> None:
+        if self.deferring:
+            self.pending = signum
+        else:
+            self.dispatch(signum, frame)
+
+    def dispatch(self, signum: int, frame: FrameType | None) -> None:
+        previous = self.previous.get(signum)
+        if callable(previous):
+            previous(signum, frame)
+        elif signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        else:
+            raise SystemExit(128 + signum)
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # only the main thread may install handlers
+        for sig in _STAGE_SIGNALS:
+            if signal.getsignal(sig) not in (signal.SIG_IGN, None):  # None: a C handler we could not restore
+                self.previous[sig] = signal.signal(sig, self.handler)
+
+    def restore(self) -> None:
+        for sig, previous in self.previous.items():
+            signal.signal(sig, previous)
+        if self.pending is not None:  # a signal came during the renames: act on it now
+            signum, self.pending = self.pending, None
+            self.dispatch(signum, None)
+
+
 @contextmanager
 def staged_output(dest: Path) -> Iterator[Path]:
-    """Yield an empty staging folder beside ``dest``; on success it replaces ``dest`` whole."""
+    """Yield an empty staging folder beside ``dest``; on success it replaces ``dest`` whole.
+
+    Stale staging folders of ``dest`` (:func:`clear_stale_staging`) are removed first. SIGTERM and SIGINT
+    raise inside the ``with`` body (see :class:`_StageSignals`), so a stopped stage removes its staging
+    folder; only SIGKILL leaves one, for the next ``staged_output`` on ``dest`` to remove.
+    """
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.staging-"))
+    clear_stale_staging(dest)
+    signals = _StageSignals()
+    signals.install()
     try:
-        yield tmp
-        if dest.exists():
-            old = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.old-"))
-            os.replace(dest, old / "x")
-            os.replace(tmp, dest)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, dest)
+        tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.staging-{_owner()}-"))
+        try:
+            yield tmp
+            signals.deferring = True  # dest is briefly absent below: finish the renames first
+            if dest.exists():
+                old = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.old-{_owner()}-"))
+                os.replace(dest, old / "x")
+                os.replace(tmp, dest)
+                shutil.rmtree(old)
+            else:
+                os.replace(tmp, dest)
+        finally:
+            signals.deferring = True  # a second signal must not cut the clean-up short
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        signals.restore()

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pipelines.common import git_commit, reconcile_tracking, staged_output
+from pipelines.common import git_commit, reconcile_tracking, run_main, staged_output
 from shared import paths
 from shared.config import DomainParams, ProjectParams, load_params
 from shared.evaluation.predictions import Predictions
@@ -259,4 +259,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)

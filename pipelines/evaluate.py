@@ -9,7 +9,7 @@ from typing import Any
 import mlflow
 from datasets import load_from_disk
 
-from pipelines.common import parse_stage, staged_output
+from pipelines.common import parse_stage, run_main, staged_output
 from shared import paths
 from shared.evaluation.metrics import evaluate_predictions
 from shared.evaluation.plots import save_confusion_matrix, save_evaluation_plots
@@ -72,4 +72,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)

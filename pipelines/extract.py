@@ -8,7 +8,7 @@ import time
 import torch
 from datasets import load_from_disk
 
-from pipelines.common import parse_stage, staged_output
+from pipelines.common import parse_stage, run_main, staged_output
 from shared import paths
 from shared.data.domain import SPLITS
 from shared.data.features import FeatureCache, extract_features
@@ -40,4 +40,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipelines.common import parse_stage, staged_output
+from pipelines.common import parse_stage, run_main, staged_output
 from shared import paths
 
 
@@ -15,4 +15,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)

@@ -3,7 +3,7 @@ and the data audit (``reports/audit/<domain>.json``)."""
 
 from __future__ import annotations
 
-from pipelines.common import parse_stage, staged_output
+from pipelines.common import parse_stage, run_main, staged_output
 from shared import paths
 from shared.data.audit import attach_load_report, audit_splits, drop_cross_split_duplicates
 from shared.data.splits import check_splits, finalize_splits
@@ -31,4 +31,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)

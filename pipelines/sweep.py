@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from datasets import DatasetDict, load_from_disk
 
-from pipelines.common import Stage, git_commit, parse_stage
+from pipelines.common import Stage, git_commit, parse_stage, run_main
 from shared import paths
 from shared.config import ParamsError, SweepParams
 from shared.evaluation.metrics import METRICS
@@ -253,4 +253,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)

@@ -15,12 +15,11 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import sys
 from pathlib import Path
 
 from datasets import load_from_disk
 
-from pipelines.common import Stage, parse_stage, staged_output
+from pipelines.common import Stage, parse_stage, run_main, staged_output
 from shared import paths
 from shared.files.atomic import write_json
 from shared.files.imports import CODE_ROOT, digest_files, import_closure
@@ -79,4 +78,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

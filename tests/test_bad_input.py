@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -88,3 +91,81 @@ def test_cli_run_unknown_regime_fails_before_fetching(root: Path, monkeypatch: p
     assert main(["run", "vision", "--regime", "magic"]) == 2
     assert "unknown regime 'magic'" in capsys.readouterr().err
     assert ran == []
+
+
+# --- python -m pipelines.<stage>: one line and exit code 2, like `transferlab` -------------------------
+
+STAGE_MODULES = sorted(p.stem for p in (REPO_ROOT / "pipelines").glob("*.py")
+                       if p.stem not in ("__init__", "cli", "common"))
+
+
+def run_module(module: str, *args: str, root: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TRANSFERLAB_ROOT": str(root)}
+    env.pop("TRANSFERLAB_DEBUG", None)
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=REPO_ROOT,
+                          env=env, timeout=300)
+
+
+def test_stage_module_unknown_domain_prints_one_line_and_exits_2(root: Path) -> None:
+    proc = run_module("pipelines.train", "--domain", "nosuch", "--regime", "full", root=root)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"pipelines.train: error: unknown domain 'nosuch'; registered domains: {list_domains()}"]
+    assert contents(root) == ["params.yaml"]
+
+
+def test_stage_module_bad_params_prints_the_error_without_traceback(root: Path) -> None:
+    bad = root / "bad.yaml"
+    bad.write_text("seed: -1\ndomains: [vision]\nregimes: [frozen]\nvision: {}\n")
+    proc = run_module("pipelines.prepare", "--domain", "vision", "--params", str(bad), root=root)
+    assert proc.returncode == 2, proc.stderr
+    first, *details = proc.stderr.splitlines()
+    assert first == f"pipelines.prepare: error: {bad}: invalid parameters"
+    assert details == ["  seed: Input should be greater than or equal to 0 (got -1)"]  # the same error's keys
+    assert contents(root) == ["bad.yaml", "params.yaml"]
+
+
+@pytest.mark.parametrize("module", STAGE_MODULES)
+def test_every_stage_module_runs_through_run_main(module: str) -> None:
+    source = (REPO_ROOT / "pipelines" / f"{module}.py").read_text()
+    assert source.endswith('if __name__ == "__main__":\n    run_main(main)\n'), module
+
+
+@pytest.mark.parametrize(("flag", "env"), [(False, None), (True, None), (False, "1")])
+def test_run_main_traceback_only_with_debug(flag: bool, env: str | None, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from pipelines.common import run_main
+
+    seen: list[list[str]] = []
+
+    def main(argv: list[str] | None = None) -> int:
+        seen.append(list(argv or []))
+        raise KeyError("unknown regime 'magic'")
+
+    monkeypatch.setattr(sys, "argv", ["train.py", "--regime", "magic"] + (["--debug"] if flag else []))
+    if env is None:
+        monkeypatch.delenv("TRANSFERLAB_DEBUG", raising=False)
+    else:
+        monkeypatch.setenv("TRANSFERLAB_DEBUG", env)
+    with pytest.raises(SystemExit) as info:
+        run_main(main)
+    assert info.value.code == 2
+    assert seen == [["--regime", "magic"]]  # --debug is not passed on
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].endswith(": error: unknown regime 'magic'")  # no KeyError quotes
+    assert ("Traceback" in err) == (flag or env == "1")
+
+
+def test_run_main_passes_the_exit_code_and_unexpected_errors_through(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipelines.common import run_main
+
+    monkeypatch.setattr(sys, "argv", ["x.py"])
+    with pytest.raises(SystemExit) as info:
+        run_main(lambda argv: 3)
+    assert info.value.code == 3
+
+    def bug(argv: list[str]) -> int:
+        raise ZeroDivisionError("a bug")
+
+    with pytest.raises(ZeroDivisionError):  # not an expected error: Python prints the traceback
+        run_main(bug)

@@ -9,11 +9,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file
 from torch import nn
 from torch.utils.data import DataLoader
 
 from shared.data.loaders import in_split_order, split_batch
+from shared.files.atomic import write_safetensors
 
 
 def backbone_slug(name: str) -> str:
@@ -55,7 +56,7 @@ class FeatureCache:
     def write(self, split: str, features: np.ndarray, labels: np.ndarray) -> None:
         """Store one split."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        save_file({"features": np.ascontiguousarray(features), "labels": labels}, str(self.path(split)))
+        write_safetensors(self.path(split), {"features": np.ascontiguousarray(features), "labels": labels})
         (self.dir / "meta.json").write_text(json.dumps(self.key, indent=2))
 
     def read(self, split: str) -> tuple[np.ndarray, np.ndarray]:

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file
 
-from shared.files.atomic import atomic_path
+from shared.files.atomic import write_safetensors
 
 
 @dataclass
@@ -21,10 +21,8 @@ class Predictions:
     test_labels: np.ndarray
 
     def save(self, path: Path) -> None:
-        """Write as safetensors (atomically)."""
-        arrays = {k: np.ascontiguousarray(v) for k, v in vars(self).items()}
-        with atomic_path(path) as tmp:
-            save_file(arrays, str(tmp))
+        """Write as safetensors (atomically, reproducible bytes)."""
+        write_safetensors(path, {k: np.ascontiguousarray(v) for k, v in vars(self).items()})
 
     @classmethod
     def load(cls, path: Path) -> Predictions:

@@ -7,9 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
-from shared.files.atomic import atomic_path
+from shared.files.atomic import write_safetensors
 
 MINILM_NAMES = ("sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2")
 
@@ -50,8 +49,7 @@ def convert_efficientnet_lite0() -> Path:
                                           f"{key} {tuple(ref.shape)}")
         mapped[key] = value.contiguous()
     model.load_state_dict(mapped, strict=True)
-    with atomic_path(dest) as tmp:
-        save_file(mapped, str(tmp))
+    write_safetensors(dest, mapped)
     return dest
 
 

@@ -8,9 +8,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from safetensors.numpy import save_file
 
 from shared.evaluation.predictions import Predictions
+from shared.files.atomic import write_safetensors
 from shared.regimes.base import FittedRegime, RegimeContext
 from shared.regimes.probe import ProbeParams, probe_on_cache
 from shared.registry import register_regime
@@ -34,8 +34,8 @@ class Frozen(FittedRegime[ProbeParams]):
         n_train = len(ctx.train_indices) if ctx.train_indices is not None else len(cache.read("train")[1])
         (x_val, y_val), (x_test, y_test) = cache.read("validation"), cache.read("test")
         coef, intercept = probe.raw_weights()
-        save_file({"weight": np.ascontiguousarray(coef, dtype=np.float32),
-                   "bias": np.ascontiguousarray(intercept, dtype=np.float32)}, str(out / "weights.safetensors"))
+        write_safetensors(out / "weights.safetensors", {"weight": np.ascontiguousarray(coef, dtype=np.float32),
+                                                        "bias": np.ascontiguousarray(intercept, dtype=np.float32)})
         preds = Predictions(probe.predict_proba(x_val), y_val, probe.predict_proba(x_test), y_test)
         trainable = int(coef.size + intercept.size)
         return preds, {"trainable_params": trainable, "total_params": trainable, "probe_C": probe.C,

@@ -9,6 +9,7 @@ Python values and containers of them (which all torch ``state_dict()`` outputs a
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from shared.files.atomic import atomic_path, write_json
+from shared.files.atomic import DiskFullError, atomic_path, write_json
 from shared.files.safe import load_torch_weights
 
 _NAME = re.compile(r"ckpt-(\d{8,})\.pt")
@@ -68,21 +69,35 @@ def save_checkpoint(directory: Path, step: int, state: dict, keep: int = 2) -> P
     """Write ``state`` atomically as ``ckpt-{step:08d}.pt`` plus its sidecar; keep the newest ``keep``.
 
     On any failure (a full disk included) the previous checkpoints are untouched and no temp file is
-    left behind; the error propagates. Returns the checkpoint path.
+    left behind; the error propagates, a full disk as :class:`~shared.files.atomic.DiskFullError` ("no space
+    left on device", naming the checkpoint). Returns the checkpoint path.
     """
     if keep < 1:
         raise ValueError(f"keep must be >= 1, got {keep}")
     path = _checkpoint_path(directory, step)
     _sidecar(path).unlink(missing_ok=True)  # an old sidecar must never vouch for a new file
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        meta = {"step": step, "size": tmp.stat().st_size, "sha256": _sha256(tmp)}
-    write_json(_sidecar(path), meta)
+    try:
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                torch.save(state, f)
+                f.flush()
+                os.fsync(f.fileno())
+            meta = {"step": step, "size": tmp.stat().st_size, "sha256": _sha256(tmp)}
+        write_json(_sidecar(path), meta)
+    except (OSError, RuntimeError) as exc:
+        if _disk_full(exc):
+            raise DiskFullError(path) from exc
+        raise
     _prune(Path(directory), keep)
     return path
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """Whether a write failed for want of space: ``ENOSPC``, or torch's zip writer failing to write
+    (``[enforce fail at inline_container.cc:...] . unexpected pos ...``, which hides the ``ENOSPC``)."""
+    if isinstance(exc, OSError):
+        return exc.errno == errno.ENOSPC and not isinstance(exc, DiskFullError)
+    return "inline_container" in str(exc) or "PytorchStreamWriter failed writing" in str(exc)
 
 
 def _prune(directory: Path, keep: int) -> None:

@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
 from shared.data.loaders import make_dataset, make_loader
 from shared.evaluation.predictions import Predictions
+from shared.files.atomic import write_safetensors
 from shared.models import aux_loss_weight, build_model, load_tokenizer
 from shared.regimes.base import FittedRegime, NetworkRegime, Regime, RegimeContext
 from shared.regimes.finetune import count_parameters
@@ -82,7 +82,8 @@ def train_network(regime: NetworkRegime[Any], ctx: RegimeContext, out: Path | No
     names = {n for n, p in model.named_parameters() if p.requires_grad} | {n for n, _ in model.named_buffers()}
     kept = {k: v.contiguous() for k, v in sorted(result.best_state.items()) if k in names}
     if out is not None and accelerator.is_main_process:
-        save_file(kept, str(out / "weights.safetensors"), metadata={"regime": regime.name})
+        write_safetensors(out / "weights.safetensors", kept, metadata={"regime": regime.name,
+                                                                       "contents": "trainable parameters and buffers"})
     accelerator.wait_for_everyone()  # nobody still reads the checkpoints
     if accelerator.is_main_process and ctx.checkpoints is not None:
         shutil.rmtree(ctx.checkpoints, ignore_errors=True)

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from shared.training import checkpoint
+from shared.files.atomic import DiskFullError
 from shared.training.checkpoint import (
     capture_rng_state,
     load_latest_checkpoint,
@@ -20,6 +20,7 @@ from shared.training.checkpoint import (
     save_checkpoint,
     seed_everything,
 )
+from shared.training import checkpoint
 
 
 def _draws(generator: torch.Generator | None = None) -> tuple:
@@ -174,6 +175,40 @@ def test_enospc_mid_write_keeps_previous_checkpoint(tmp_path: Path, monkeypatch:
     assert _ckpt_files(tmp_path) == before  # no temp file, no partial ckpt-00000002
     loaded = load_latest_checkpoint(tmp_path)
     assert loaded["step"] == 1 and torch.equal(loaded["w"], torch.ones(1000))
+
+
+def _full_disk_oserror(obj: object, f: io.BufferedWriter) -> None:
+    with open("/dev/full", "wb") as full:  # every write fails with ENOSPC
+        torch.serialization.save(obj, full)
+
+
+def _full_disk_runtimeerror(obj: object, f: io.BufferedWriter) -> None:
+    # torch's zip writer on a path hides the ENOSPC: "[enforce fail at inline_container.cc:...] . unexpected pos"
+    torch.serialization.save(obj, "/dev/full")
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@pytest.mark.parametrize("save", [_full_disk_oserror, _full_disk_runtimeerror])
+def test_full_disk_says_so_and_names_the_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    save: object) -> None:
+    save_checkpoint(tmp_path, 1, {"step": 1})
+    before = _ckpt_files(tmp_path)
+    monkeypatch.setattr(checkpoint.torch, "save", save)
+    with pytest.raises(OSError) as info:
+        save_checkpoint(tmp_path, 2, {"step": 2, "w": torch.zeros(100_000)})
+    assert info.value.errno == errno.ENOSPC
+    assert str(info.value) == f"[Errno 28] no space left on device: '{tmp_path / 'ckpt-00000002.pt'}'"
+    assert isinstance(info.value, DiskFullError)
+    assert _ckpt_files(tmp_path) == before
+
+
+def test_other_save_errors_pass_unchanged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(obj: object, f: io.BufferedWriter) -> None:
+        raise RuntimeError("cannot pickle 'generator' object")
+
+    monkeypatch.setattr(checkpoint.torch, "save", broken)
+    with pytest.raises(RuntimeError, match="cannot pickle"):
+        save_checkpoint(tmp_path, 1, {"step": 1})
 
 
 def test_truncated_newest_is_skipped_with_warning(tmp_path: Path) -> None:
