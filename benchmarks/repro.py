@@ -4,8 +4,9 @@ The copy holds the repository's tracked files (``git ls-files``) with a tiny par
 ``tests/test_e2e.py`` (vision only, embedded MNIST, 64 training images at 32 px, regime ``frozen``), as a
 fresh git + DVC project; nothing runs in the working checkout. A head-only change is a new
 ``vision.regimes.frozen.C_grid``: it must re-run only train/evaluate of that regime and compare, not
-extraction. Targets (ARCHITECTURE): a no-op repro "in seconds" (the e2e test allows < 10 s), and a head-only
-re-run that skips fetch/prepare/extract.
+extraction. Targets (ARCHITECTURE): a no-op repro "in seconds" that runs only the always-run ``check`` stage
+(the e2e test allows < 20 s: < 10 s before ``check``, which is one Python process), and a head-only re-run
+that skips fetch/prepare/extract.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from shared.config import materialize, parse_params
 from shared.testing import projects
 
 RUNNING = re.compile(r"Running stage '([^']+)'")
-NOOP_TARGET_S = 10.0
+NOOP_TARGET_S = 20.0
 
 
 def tiny_params() -> dict[str, Any]:
@@ -91,7 +92,7 @@ def run() -> dict[str, Any]:
         "noop_repro_seconds": noop_s, "noop_repro_stages": sorted(noop), "dvc_status_seconds": status_s,
         "head_only_repro_seconds": head_s, "head_only_repro_stages": sorted(head),
         "noop_target_seconds": NOOP_TARGET_S,
-        "meets_target": noop_s < NOOP_TARGET_S and not noop and not any(s.split("@")[0] in
+        "meets_target": noop_s < NOOP_TARGET_S and set(noop) <= {"check"} and not any(s.split("@")[0] in
                                                                            ("fetch", "prepare", "extract")
                                                                            for s in head),
     }

@@ -6,34 +6,10 @@ import argparse
 import os
 import subprocess
 import sys
-import traceback
-from collections.abc import Callable
 from pathlib import Path
 
+from pipelines.common import DEBUG_ENV, debug_requested, guarded
 from shared import paths
-from shared.files.atomic import DiskFullError
-
-# Errors that mean bad input or a full disk, not a bug: one line and exit code 2 (``--debug``: traceback).
-EXPECTED_ERRORS: tuple[type[BaseException], ...] = (KeyError, ValueError, FileNotFoundError, DiskFullError)
-DEBUG_ENV = "TRANSFERLAB_DEBUG"
-
-
-def debug_requested(flag: bool = False) -> bool:
-    """True if ``--debug`` was given (``flag``) or ``TRANSFERLAB_DEBUG=1`` is set."""
-    return flag or os.environ.get(DEBUG_ENV, "") == "1"
-
-
-def guarded(func: Callable[[], int], prog: str, debug: bool = False) -> int:
-    """``func()``'s exit code; an :data:`EXPECTED_ERRORS` error prints ``<prog>: error: <message>`` to
-    stderr and gives 2 (with ``debug``, its traceback is printed first)."""
-    try:
-        return int(func())
-    except EXPECTED_ERRORS as err:
-        if debug:
-            traceback.print_exc()
-        message = err.args[0] if type(err) is KeyError and err.args else err  # str(KeyError) adds quotes
-        print(f"{prog}: error: {message}", file=sys.stderr)
-        return 2
 
 
 def cmd_domains(args: argparse.Namespace) -> int:

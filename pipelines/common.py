@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,12 +21,34 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
-from pipelines.cli import debug_requested, guarded
 from shared import paths
 from shared.config import DomainParams, ProjectParams, load_params
 from shared.data.domain import Domain
+from shared.files.atomic import DiskFullError
 from shared.regimes.base import Regime
 from shared.registry import get_domain, get_regime
+
+# Errors that mean bad input or a full disk, not a bug: one line and exit code 2 (``--debug``: traceback).
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (KeyError, ValueError, FileNotFoundError, DiskFullError)
+DEBUG_ENV = "TRANSFERLAB_DEBUG"
+
+
+def debug_requested(flag: bool = False) -> bool:
+    """True if ``--debug`` was given (``flag``) or ``TRANSFERLAB_DEBUG=1`` is set."""
+    return flag or os.environ.get(DEBUG_ENV, "") == "1"
+
+
+def guarded(func: Callable[[], int], prog: str, debug: bool = False) -> int:
+    """``func()``'s exit code; an :data:`EXPECTED_ERRORS` error prints ``<prog>: error: <message>`` to
+    stderr and gives 2 (with ``debug``, its traceback is printed first)."""
+    try:
+        return int(func())
+    except EXPECTED_ERRORS as err:
+        if debug:
+            traceback.print_exc()
+        message = err.args[0] if type(err) is KeyError and err.args else err  # str(KeyError) adds quotes
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        return 2
 
 
 @dataclass
@@ -110,7 +133,7 @@ def reconcile_tracking() -> None:
 def run_main(main: Callable[[list[str]], int]) -> NoReturn:
     """A stage's ``if __name__ == "__main__"``: run ``main(sys.argv[1:])`` and exit with its code.
 
-    The errors ``transferlab`` reports as one line (see :func:`pipelines.cli.guarded`) are reported the
+    The errors ``transferlab`` reports as one line (see :func:`guarded`) are reported the
     same way here, exit code 2; ``--debug`` (removed from the arguments) or ``TRANSFERLAB_DEBUG=1`` shows
     the full traceback instead.
     """

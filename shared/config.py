@@ -11,7 +11,11 @@ Layout of ``params.yaml``::
       train: {...}                  # the shared training loop
       regimes: {frozen: {...}, partial: {...}, ...}
 
-Each stage lists only the sub-sections it reads, so DVC re-runs exactly what changed.
+Each stage lists only the sub-sections it reads, so DVC re-runs exactly what changed; the always-run
+``check`` stage (``pipelines/check.py``) validates the whole file on every ``dvc repro``.
+
+Strictness: integers are strict (``true`` is not 1, ``2.0`` is not 2), floats accept integers but not
+``.inf``/``.nan``, and a key given twice in one mapping is an error naming the key and its line.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 
 from shared.registry import get_domain, get_regime, list_domains, list_regimes
 
@@ -50,17 +54,17 @@ class ParamsError(ValueError):
 
 
 class Strict(BaseModel):
-    """Base for every params model: unknown keys are errors, assignments are validated."""
+    """Base for every params model: unknown keys are errors, assignments are validated, floats are finite."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False, allow_inf_nan=False)
 
 
 class DataParams(Strict):
     """What ``fetch`` and ``prepare`` read. Domains subclass it to add their own keys."""
 
     dataset: str
-    max_train_samples: int | None = Field(default=None, ge=2)
-    max_eval_samples: int | None = Field(default=None, ge=2)
+    max_train_samples: StrictInt | None = Field(default=None, ge=2)
+    max_eval_samples: StrictInt | None = Field(default=None, ge=2)
     validation_fraction: float = Field(default=0.1, gt=0, lt=0.5)
     dedupe_across_splits: bool = False  # drop train items that duplicate a validation/test item
     bad_images: Literal["fail", "quarantine"] = "fail"
@@ -72,30 +76,30 @@ class ModelParams(Strict):
     backbone: str
     pretrained: bool = True
     weights_file: str | None = None  # a local weights file for names with no offline source
-    image_size: int | None = Field(default=None, ge=8, le=1024)
-    max_length: int | None = Field(default=None, ge=8, le=4096)
-    extract_batch_size: int = Field(default=128, ge=1)
+    image_size: StrictInt | None = Field(default=None, ge=8, le=1024)
+    max_length: StrictInt | None = Field(default=None, ge=8, le=4096)
+    extract_batch_size: StrictInt = Field(default=128, ge=1)
 
 
 class TrainParams(Strict):
     """The shared training loop (AdamW + warmup + cosine, early stopping on validation)."""
 
-    epochs: int = Field(default=2, ge=1)
-    batch_size: int = Field(default=32, ge=1)
+    epochs: StrictInt = Field(default=2, ge=1)
+    batch_size: StrictInt = Field(default=32, ge=1)
     lr: PosFloat = 1e-3
     backbone_lr_factor: float = Field(default=0.1, gt=0, le=1)
     weight_decay: float = Field(default=0.01, ge=0)
     warmup_fraction: float = Field(default=0.1, ge=0, lt=1)
-    patience: int = Field(default=3, ge=1)
+    patience: StrictInt = Field(default=3, ge=1)
     grad_clip: float | None = Field(default=1.0, gt=0)
-    max_steps_per_epoch: int | None = Field(default=None, ge=1)
+    max_steps_per_epoch: StrictInt | None = Field(default=None, ge=1)
     # None: the backbone's default (googlenet 0.3, inception_v3 0.4, others none); 0 turns aux heads off
     aux_loss_weight: float | None = Field(default=None, ge=0)
     loss_weighting: Literal["plain", "class_weighted", "balanced_sampling"] = "plain"
     mixed_precision: Literal["auto", "no", "bf16"] = "auto"
     channels_last: bool | None = None
     compile: bool = False
-    num_workers: int = Field(default=0, ge=0)
+    num_workers: StrictInt = Field(default=0, ge=0)
     deterministic: bool = False
     # Fine-tuning a pretrained backbone (partial, full, lp_ft): "frozen" keeps its BatchNorm layers in
     # inference mode with the pretrained running statistics (Keras' transfer-learning advice; batch statistics
@@ -114,21 +118,21 @@ class TrainParams(Strict):
 class TrainOverrides(Strict):
     """Per-regime overrides of :class:`TrainParams` (only the keys given are replaced)."""
 
-    epochs: int | None = Field(default=None, ge=1)
-    batch_size: int | None = Field(default=None, ge=1)
+    epochs: StrictInt | None = Field(default=None, ge=1)
+    batch_size: StrictInt | None = Field(default=None, ge=1)
     lr: PosFloat | None = None
     backbone_lr_factor: float | None = Field(default=None, gt=0, le=1)
     weight_decay: float | None = Field(default=None, ge=0)
     warmup_fraction: float | None = Field(default=None, ge=0, lt=1)
-    patience: int | None = Field(default=None, ge=1)
-    max_steps_per_epoch: int | None = Field(default=None, ge=1)
+    patience: StrictInt | None = Field(default=None, ge=1)
+    max_steps_per_epoch: StrictInt | None = Field(default=None, ge=1)
     head_init: Literal["zeros", "random"] | None = None
 
 
 class EvaluateParams(Strict):
     """Evaluation: bootstrap CIs and the operating threshold for binary tasks."""
 
-    bootstrap: int = Field(default=1000, ge=0)
+    bootstrap: StrictInt = Field(default=1000, ge=0)
     threshold: Literal["youden", "target_sensitivity", "fixed"] = "youden"
     target_sensitivity: float = Field(default=0.9, gt=0, lt=1)
 
@@ -186,11 +190,11 @@ class SweepParams(Strict):
     fractions: list[Annotated[float, Field(gt=0, le=1)]] = Field(
         default_factory=lambda: [0.01, 0.05, 0.1, 0.25, 1.0], min_length=1)
     regimes: list[str] = Field(default_factory=lambda: ["frozen", "lora", "full", "scratch"], min_length=1)
-    seeds: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
-    min_per_class: int = Field(default=2, ge=1)  # floor of labelled items per class at small fractions
+    seeds: list[Annotated[StrictInt, Field(ge=0)]] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    min_per_class: StrictInt = Field(default=2, ge=1)  # floor of labelled items per class at small fractions
     # every trained point takes at least this many optimizer steps (the subset is repeated within each
     # epoch); 0: the domain's schedule as is, so 15 labels at batch 16 and 2 epochs are 2 steps
-    min_steps: int = Field(default=0, ge=0)
+    min_steps: StrictInt = Field(default=0, ge=0)
 
     @field_validator("domains", "fractions", "regimes", "seeds")
     @classmethod
@@ -212,7 +216,7 @@ class SweepParams(Strict):
 class ProjectParams(Strict):
     """The top level of ``params.yaml``; domain sections live in ``sections``."""
 
-    seed: int = Field(default=0, ge=0)
+    seed: StrictInt = Field(default=0, ge=0)
     domains: list[str] = Field(min_length=1)
     regimes: list[str] = Field(min_length=1)
     tracking: TrackingParams = Field(default_factory=TrackingParams)
@@ -278,16 +282,56 @@ def parse_params(raw: Any, path: Path | str = "params.yaml") -> ProjectParams:
     return params
 
 
+def _check_duplicate_keys(node: yaml.Node, path: Path, prefix: str = "",
+                          seen: set[int] | None = None) -> None:
+    """Raise :class:`ParamsError` at the first key given twice in one mapping of the composed YAML tree."""
+    seen = set() if seen is None else seen
+    if id(node) in seen:  # an alias of a node already walked
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        first_line: dict[tuple[str, str], int] = {}
+        for key, value in node.value:
+            name = str(key.value) if isinstance(key, yaml.ScalarNode) else "?"
+            dotted = f"{prefix}.{name}" if prefix else name
+            if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                line = key.start_mark.line + 1
+                if (key.tag, key.value) in first_line:
+                    raise ParamsError(f"{path}:{line}: duplicate key '{dotted}' "
+                                      f"(first given at line {first_line[key.tag, key.value]})")
+                first_line[key.tag, key.value] = line
+            _check_duplicate_keys(value, path, dotted, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _check_duplicate_keys(item, path, f"{prefix}.{i}" if prefix else str(i), seen)
+
+
+def read_yaml(path: Path | str) -> Any:
+    """Parse a YAML file like ``yaml.safe_load``, but a key given twice in one mapping is an error.
+
+    PyYAML keeps the last of duplicate keys silently; the :class:`ParamsError` names the file, the line
+    and the full dotted key (``params.yaml:12: duplicate key 'vision.train.lr' (first given at line 9)``).
+    """
+    path = Path(path)
+    loader = yaml.SafeLoader(path.read_text())
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_duplicate_keys(node, path)
+        return loader.construct_document(node)
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path}: not valid YAML: {err}") from None
+    finally:
+        loader.dispose()
+
+
 def load_params(path: Path | str = "params.yaml") -> ProjectParams:
-    """Read and validate ``params.yaml`` (``yaml.safe_load``); raise :class:`ParamsError` on any problem."""
+    """Read (:func:`read_yaml`) and validate ``params.yaml``; raise :class:`ParamsError` on any problem."""
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path}: no such params file")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ParamsError(f"{path}: not valid YAML: {err}") from None
-    return parse_params(raw, path)
+    return parse_params(read_yaml(path), path)
 
 
 def materialize(params: ProjectParams) -> dict[str, Any]:

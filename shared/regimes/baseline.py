@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from datasets import Dataset, DatasetDict
 from PIL import Image
-from pydantic import Field
+from pydantic import Field, StrictInt
 from scipy import sparse
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
@@ -39,8 +39,8 @@ class BaselineParams(Strict):
     """Classical baseline: TF-IDF (text) or raw pixels (images) + logistic regression."""
 
     C_grid: list[PosFloat] = Field(default_factory=lambda: [0.1, 1.0, 10.0], min_length=1)
-    max_features: int = Field(default=50000, ge=10)
-    pixel_size: int = Field(default=28, ge=4, le=128)
+    max_features: StrictInt = Field(default=50000, ge=10)
+    pixel_size: StrictInt = Field(default=28, ge=4, le=128)
 
 
 def pixel_features(ds: Dataset, size: int, grey: bool | None = None) -> tuple[np.ndarray, bool]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar, Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, StrictInt, model_validator
 from torch import nn
 
 from shared.config import Strict, TrainOverrides
@@ -45,8 +45,8 @@ class LoraAdapter(Strict):
 
     model_config = ConfigDict(extra="allow")
     type: Literal["lora"] = "lora"
-    r: int = Field(default=8, ge=1)
-    lora_alpha: int = Field(default=16, ge=1)
+    r: StrictInt = Field(default=8, ge=1)
+    lora_alpha: StrictInt = Field(default=16, ge=1)
     lora_dropout: float = Field(default=0.0, ge=0, lt=1)
     target_modules: list[str] | None = None  # None: the backbone's default targets
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field
+from pydantic import Field, StrictInt
 from torch import nn
 
 from shared.config import TrainOverrides
@@ -17,7 +17,7 @@ from shared.registry import register_regime
 class PartialParams(TrainOverrides):
     """Partial fine-tuning: the last ``blocks`` backbone blocks and the head train."""
 
-    blocks: int = Field(default=2, ge=1)
+    blocks: StrictInt = Field(default=2, ge=1)
 
 
 @register_regime

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, StrictInt
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
@@ -20,7 +20,7 @@ class ProbeParams(Strict):
     """Logistic regression on cached features, C chosen on validation."""
 
     C_grid: list[PosFloat] = Field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0], min_length=1)
-    max_iter: int = Field(default=2000, ge=10)
+    max_iter: StrictInt = Field(default=2000, ge=10)
 
 
 @dataclass

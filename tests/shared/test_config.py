@@ -184,3 +184,123 @@ def test_every_params_key_a_stage_lists_exists_in_params_yaml() -> None:
     missing = sorted({f"{key} (stage {label})" for label, key in keys if key not in found})
     assert not missing, f"{len(missing)} params key(s) listed in dvc.yaml are missing from params.yaml " \
                         f"(write them, even as {{}}): {missing}"
+
+
+# --- strict values and strict YAML --------------------------------------------------------------
+
+def write_params(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    return path
+
+
+def replace_line(text: str, old: str, new: str) -> str:
+    assert text.count(old) == 1, f"{old!r} is not a unique line of params.yaml"
+    return text.replace(old, new)
+
+
+def test_infinite_lr_is_rejected(tmp_path: Path) -> None:
+    text = replace_line(PARAMS_FILE.read_text(), "    lr: 1.0e-3                  # head;", "    lr: .inf  # head;")
+    with pytest.raises(ParamsError, match=r"vision\.train\.lr: Input should be a finite number \(got inf\)"):
+        load_params(write_params(tmp_path, text))
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("-inf")])
+def test_non_finite_floats_are_rejected_everywhere(raw: dict[str, Any], value: float) -> None:
+    raw["nlp"]["data"]["validation_fraction"] = value
+    raw["nlp"]["regimes"]["frozen"]["C_grid"] = [0.1, value]
+    message = error_of(raw)
+    assert "nlp.data.validation_fraction: Input should be a finite number" in message
+    assert "nlp.regimes.frozen.C_grid.1: Input should be a finite number" in message
+
+
+def test_boolean_seed_is_not_an_integer(tmp_path: Path) -> None:
+    text = replace_line(PARAMS_FILE.read_text(), "\nseed: 0\n", "\nseed: true\n")
+    with pytest.raises(ParamsError, match=r"\n  seed: Input should be a valid integer \(got True\)"):
+        load_params(write_params(tmp_path, text))
+
+
+@pytest.mark.parametrize(("key", "value"), [("epochs", True), ("batch_size", 32.0), ("patience", "2")])
+def test_integer_keys_are_strict(raw: dict[str, Any], key: str, value: Any) -> None:
+    raw["vision"]["train"][key] = value
+    assert f"vision.train.{key}: Input should be a valid integer (got {value!r})" in error_of(raw)
+
+
+def test_integer_keys_in_lists_are_strict(raw: dict[str, Any]) -> None:
+    raw["sweep"]["seeds"] = [0, False]
+    assert "sweep.seeds.1: Input should be a valid integer (got False)" in error_of(raw)
+
+
+def test_floats_still_accept_integers(raw: dict[str, Any]) -> None:
+    raw["vision"]["train"]["lr"] = 1
+    raw["vision"]["regimes"]["frozen"]["C_grid"] = [1, 10]
+    vision = parse_params(raw).domain("vision")
+    assert vision.train.lr == 1.0 and vision.regimes.frozen.C_grid == [1.0, 10.0]
+
+
+def test_duplicate_key_names_key_and_line(tmp_path: Path) -> None:
+    text = "seed: 0\ndomains: [vision]\nregimes: [frozen]\nvision:\n  data: {dataset: mnist}\n" \
+           "  model: {backbone: resnet18}\n  train:\n    lr: 0.1\n    epochs: 2\n    lr: 0.2\n"
+    with pytest.raises(ParamsError) as info:
+        load_params(write_params(tmp_path, text))
+    assert str(info.value) == f"{tmp_path / 'params.yaml'}:10: duplicate key 'vision.train.lr' " \
+                              "(first given at line 8)"
+
+
+def test_duplicate_top_level_key_in_the_repository_file(tmp_path: Path) -> None:
+    text = PARAMS_FILE.read_text()
+    path = write_params(tmp_path, text + "seed: 1\n")
+    line = len(text.splitlines()) + 1
+    with pytest.raises(ParamsError, match=rf"params\.yaml:{line}: duplicate key 'seed' \(first given at line \d+\)"):
+        load_params(path)
+
+
+def test_same_key_in_different_mappings_is_not_a_duplicate(tmp_path: Path) -> None:
+    params = load_params(write_params(tmp_path, PARAMS_FILE.read_text()))  # lr under several sections
+    assert params == load_params(PARAMS_FILE)
+
+
+def test_empty_params_file_is_not_a_mapping(tmp_path: Path) -> None:
+    with pytest.raises(ParamsError, match="expected a mapping at the top level, got NoneType"):
+        load_params(write_params(tmp_path, ""))
+
+
+# --- the always-run check stage -----------------------------------------------------------------
+
+def test_dvc_yaml_has_an_always_run_check_stage() -> None:
+    stages = yaml.safe_load(DVC_FILE.read_text())["stages"]
+    check = stages["check"]
+    assert check["cmd"] == "python -m pipelines.check"
+    assert check["always_changed"] is True
+    assert "params.yaml" in check["deps"] and "outs" not in check
+    assert next(iter(stages)) == "check"  # listed first: DVC runs it before the other stages
+
+
+def test_check_stage_fails_naming_an_unknown_top_level_key(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pipelines import check
+
+    path = write_params(tmp_path, "definitely_not_a_key: 1\n" + PARAMS_FILE.read_text())
+    assert check.main(["--params", str(path)]) == 2
+    assert f"check: {path}: unknown key(s) ['definitely_not_a_key']" in capsys.readouterr().err
+
+
+def test_check_stage_validates_sections_of_domains_not_run(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pipelines import check
+
+    text = replace_line(PARAMS_FILE.read_text(), "    test_fraction: 0.2\n", "    test_fracton: 0.2\n")
+    assert check.main(["--params", str(write_params(tmp_path, text))]) == 2  # ehr is not in `domains`
+    assert "ehr.data.test_fracton: Extra inputs are not permitted" in capsys.readouterr().err
+
+
+def test_check_stage_passes_and_calls_the_tracking_hook(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from pipelines import check
+    from shared import tracking
+
+    calls: list[int] = []
+    monkeypatch.setattr(tracking, "reconcile_store", lambda: calls.append(1), raising=False)
+    assert check.main(["--params", str(PARAMS_FILE)]) == 0
+    assert calls == [1]
+    assert "check: params valid" in capsys.readouterr().out

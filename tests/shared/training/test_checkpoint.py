@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from shared.files.atomic import DiskFullError
+from shared.training import checkpoint
 from shared.training.checkpoint import (
     capture_rng_state,
     load_latest_checkpoint,
@@ -20,7 +21,6 @@ from shared.training.checkpoint import (
     save_checkpoint,
     seed_everything,
 )
-from shared.training import checkpoint
 
 
 def _draws(generator: torch.Generator | None = None) -> tuple:

@@ -1,0 +1,36 @@
+"""Stage ``check``: validate the whole ``params.yaml`` on every ``dvc repro`` (``always_changed``).
+
+The other stages list only the params keys they read, so with the pipeline up to date DVC runs none of
+them and a typo no stage reads (``definitely_not_a_key: 1``) would pass unseen. This stage always runs,
+validates every section (also those of domains not in ``domains``), and exits 2 naming the key. It then
+reconciles the MLflow store (stale RUNNING runs of dead processes), which a ``dvc repro`` served from the
+run cache would otherwise never do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pipelines.common import reconcile_tracking
+from shared import paths
+from shared.config import ParamsError, load_params
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Validate the params file; 0 when valid, 2 (message on stderr) when not."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default=None, help="params file (default: params.yaml at the root)")
+    args = parser.parse_args(argv)
+    try:
+        params = load_params(args.params or paths.params_file())
+    except ParamsError as err:
+        print(f"check: {err}", file=sys.stderr)
+        return 2
+    reconcile_tracking()
+    print(f"check: params valid (domains {params.domains}, sections {sorted(params.sections)})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
