@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipelines.common import reconcile_tracking
+from pipelines.common import reconcile_tracking, run_main
 from shared import paths
 from shared.config import ParamsError, load_params
 
@@ -33,4 +33,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)

@@ -235,7 +235,7 @@ def test_floats_still_accept_integers(raw: dict[str, Any]) -> None:
     raw["vision"]["train"]["lr"] = 1
     raw["vision"]["regimes"]["frozen"]["C_grid"] = [1, 10]
     vision = parse_params(raw).domain("vision")
-    assert vision.train.lr == 1.0 and vision.regimes.frozen.C_grid == [1.0, 10.0]
+    assert vision.train.lr == 1.0 and vision.regimes["frozen"].C_grid == [1.0, 10.0]
 
 
 def test_duplicate_key_names_key_and_line(tmp_path: Path) -> None:
