@@ -18,6 +18,7 @@ test-slow:
 
 lint:
 	ruff check .
+	mypy shared domains pipelines
 
 bench:
 	HF_HUB_OFFLINE=1 $(PYTHON) -m benchmarks.run

@@ -22,7 +22,7 @@ def cmd_domains(args: argparse.Namespace) -> int:
     sections = load_params(file).sections if file.is_file() else {}
     for name in list_domains():
         cls = get_domain(name)
-        domain = cls(sections[name] if name in sections else cls.Params())
+        domain = cls(sections[name] if name in sections else cls.Params.model_validate({}))
         print(f"{name:14s} {cls.modality:6s} {domain.task:11s} {domain.primary_metric:9s} "
               f"datasets: {', '.join(cls.datasets)}")
     return 0

@@ -134,7 +134,7 @@ def crossovers(curve: dict[str, list[dict[str, Any]]], probe: str = PROBE) -> di
     if probe not in curve:
         return {}
     base = {c["fraction"]: c["mean"] for c in curve[probe]}
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
     for regime, rows in curve.items():
         if regime == probe:
             continue

@@ -132,7 +132,7 @@ class Dermatology(Domain[DermatologyParams]):
     Params = DermatologyParams
     primary_metric: str = "auroc"
 
-    def __init__(self, params: DomainParams) -> None:
+    def __init__(self, params: DermatologyParams) -> None:
         super().__init__(params)
         self.load_report: dict[str, Any] = {"quarantined": [], "dropped": {}}
 

@@ -106,7 +106,7 @@ class Nlp(Domain[NlpParams]):
     datasets: ClassVar[tuple[str, ...]] = ("sst2", "rotten_tomatoes")
     Params = NlpParams
 
-    def __init__(self, params: DomainParams) -> None:
+    def __init__(self, params: NlpParams) -> None:
         super().__init__(params)
         self.load_report: dict[str, Any] = {"quarantined": [], "dropped": {}}
 

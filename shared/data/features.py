@@ -10,11 +10,11 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.numpy import load_file
-from torch import nn
 from torch.utils.data import DataLoader
 
 from shared.data.loaders import in_split_order, split_batch
 from shared.files.atomic import write_safetensors
+from shared.models.base import Classifier
 
 
 def backbone_slug(name: str) -> str:
@@ -29,7 +29,7 @@ def cache_key(model_params: Any) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def extract_features(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+def extract_features(model: Classifier, loader: DataLoader, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
     """Pooled features (N, F) float32 and labels (N,) over ``loader`` (in the split's order), eval mode."""
     model.eval()
     feats, labels = [], []

@@ -118,7 +118,8 @@ def make_loader(dataset: TorchDataset, batch_size: int, *, tokenizer: Any = None
             sampler = LengthGroupedSampler(batch_size, lengths=lengths, generator=generator)
             shuffle = False
     if sample_weights is not None:
-        sampler = WeightedRandomSampler(sample_weights.double(), len(sample_weights), generator=generator)
+        sampler = WeightedRandomSampler(sample_weights.double().tolist(), len(sample_weights),
+                                        generator=generator)
         shuffle = False
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler, generator=generator,
                       collate_fn=collate, num_workers=num_workers, pin_memory=pin_memory,

@@ -11,15 +11,14 @@ Images enter as uint8 tensors (B, 3, H, W); text as a tokenizer batch.
 
 from __future__ import annotations
 
-from torch import nn
-
 from shared.config import ModelParams
+from shared.models.base import Classifier
 from shared.models.image import ImageClassifier
 from shared.models.text import TextClassifier, load_tokenizer
 from shared.models.weights import WeightsUnavailableError
 
-__all__ = ["AUX_LOSS_WEIGHTS", "ImageClassifier", "TextClassifier", "WeightsUnavailableError", "aux_loss_weight",
-           "build_model", "load_tokenizer"]
+__all__ = ["AUX_LOSS_WEIGHTS", "Classifier", "ImageClassifier", "TextClassifier", "WeightsUnavailableError",
+           "aux_loss_weight", "build_model", "load_tokenizer"]
 
 # Default weight of each auxiliary head's loss: GoogLeNet's paper (0.3) and torchvision's Inception v3 (0.4).
 AUX_LOSS_WEIGHTS: dict[str, float] = {"googlenet": 0.3, "inception_v3": 0.4}
@@ -33,7 +32,7 @@ def aux_loss_weight(backbone: str, configured: float | None) -> float | None:
 
 
 def build_model(params: ModelParams, modality: str, num_classes: int, *, pretrained: bool,
-                aux_logits: bool = False) -> nn.Module:
+                aux_logits: bool = False) -> Classifier:
     """Create the classifier for ``modality`` (``pretrained`` and ``params.pretrained`` must both hold)."""
     use_pretrained = pretrained and params.pretrained
     if modality == "image":

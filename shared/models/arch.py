@@ -81,7 +81,7 @@ def stage_report(model: nn.Module, image_size: int) -> list[dict[str, Any]]:
     return [row for row in rows if row["params"] or row["macs"]]
 
 
-def _reductionless(branch: nn.Sequential) -> nn.Module:
+def _reductionless(branch: Any) -> nn.Module:
     """The same branch without its 1x1 reduction: the kxk conv applied straight to the module input."""
     conv = branch.conv.conv
     return ConvNormAct(branch.reduce.conv.in_channels, conv.out_channels, conv.kernel_size[0],

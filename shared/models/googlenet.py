@@ -104,7 +104,7 @@ class InputTransform(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the per-channel affine re-mapping."""
-        return x * self.scale + self.shift
+        return x * self.scale + self.shift  # type: ignore[operator]  # registered buffers
 
 
 class Inception(nn.Module):
@@ -158,7 +158,7 @@ class InceptionAux(nn.Module):
 
 def _stage(name: str, branch5x5_kernel: int) -> nn.Sequential:
     pool = _pool(2, 2) if name == "inception5" else _pool()
-    blocks = [(block, Inception(*cfg, branch5x5_kernel=branch5x5_kernel))
+    blocks = [(block, Inception(*cfg[:7], branch5x5_kernel=branch5x5_kernel))  # type: ignore[misc]
               for block, cfg in INCEPTION_CFG[name].items()]
     return nn.Sequential(OrderedDict([("pool", pool), *blocks]))
 
@@ -245,7 +245,7 @@ class GoogLeNet(nn.Module):
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """Replace ``fc`` (and rebuild the auxiliary heads, freshly initialised) for ``num_classes``."""
-        ref = self.stem.conv1.conv.weight
+        ref: torch.Tensor = self.stem.conv1.conv.weight  # type: ignore[union-attr,assignment]
         self.num_classes = num_classes
         if global_pool is None:
             global_pool = self.global_pool.pool_type

@@ -6,7 +6,7 @@ import difflib
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 from urllib.parse import urlparse
 
 import timm
@@ -15,6 +15,7 @@ from timm.models import group_parameters
 from torch import nn
 
 from shared.config import ModelParams
+from shared.models.base import Classifier
 from shared.models.weights import OFFLINE_IMAGE_WEIGHTS, WeightsUnavailableError
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ def cached_weights(name: str) -> str | None:
             if isinstance(path, str):
                 return path
     if cfg.url:
-        path = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(cfg.url).path).name
+        path = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(str(cfg.url)).path).name
         if path.is_file():
             return str(path)
     return None
@@ -66,10 +67,13 @@ def _pretrained_kwargs(params: ModelParams) -> dict[str, Any]:
     return {"pretrained": True}
 
 
-class ImageClassifier(nn.Module):
+class ImageClassifier(Classifier):
     """A timm model fed uint8 images (B, 3, H, W); normalisation follows the backbone's data config."""
 
-    modality = "image"
+    modality: ClassVar[Literal["image", "text"]] = "image"
+    model: Any  # a timm model: forward_features, forward_head, get_classifier, group_matcher
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def __init__(self, params: ModelParams, num_classes: int, pretrained: bool, **model_kwargs: Any) -> None:
         super().__init__()
@@ -97,6 +101,7 @@ class ImageClassifier(nn.Module):
         self.register_buffer("mean", torch.tensor(config["mean"]).view(1, 3, 1, 1) * 255, persistent=False)
         self.register_buffer("std", torch.tensor(config["std"]).view(1, 3, 1, 1) * 255, persistent=False)
         self.head_name = "model." + self.model.pretrained_cfg.get("classifier", "classifier")
+        self.num_features = int(self.model.num_features)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (or float 0-255) images -> normalised float input."""
@@ -111,9 +116,12 @@ class ImageClassifier(nn.Module):
         return self.model.forward_head(self.model.forward_features(self.normalize(images)), pre_logits=True)
 
     @property
-    def head(self) -> nn.Module:
+    def head(self) -> nn.Linear:  # type: ignore[override]  # the head lives inside the timm model
         """The classification head (a Linear layer)."""
-        return self.model.get_classifier()
+        head = self.model.get_classifier()
+        if not isinstance(head, nn.Linear):
+            raise TypeError(f"{type(self.model).__name__}'s classifier is a {type(head).__name__}, not a Linear")
+        return head
 
     def _groups(self) -> list[list[str]]:
         groups = group_parameters(self.model, self.model.group_matcher(coarse=True))

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
 from shared.config import ModelParams
+from shared.models.base import Classifier
 from shared.models.weights import MINILM_NAMES, WeightsUnavailableError, minilm_dir
 
 
@@ -33,10 +34,10 @@ def load_tokenizer(params: ModelParams) -> PreTrainedTokenizerBase:
         raise WeightsUnavailableError(f"tokenizer for '{params.backbone}' cannot be had: {err}") from None
 
 
-class TextClassifier(nn.Module):
+class TextClassifier(Classifier):
     """Encoder -> attention-masked mean pooling -> Linear head. Input: a tokenizer batch (dict)."""
 
-    modality = "text"
+    modality: ClassVar[Literal["image", "text"]] = "text"
     head_name = "head"
 
     def __init__(self, params: ModelParams, num_classes: int, pretrained: bool) -> None:

@@ -25,6 +25,7 @@ from shared.config import DomainParams, Strict, TrainParams
 if TYPE_CHECKING:
     from shared.data.domain import Domain
     from shared.evaluation.predictions import Predictions
+    from shared.models.base import Classifier
 
 P = TypeVar("P", bound=Strict)
 Penalty = Callable[[nn.Module], torch.Tensor]
@@ -140,7 +141,7 @@ class NetworkRegime(Regime[P]):
 
     trains_network: ClassVar[bool] = True
 
-    def prepare(self, model: nn.Module, ctx: RegimeContext) -> Prepared:
+    def prepare(self, model: Classifier, ctx: RegimeContext) -> Prepared:
         """Freeze / unfreeze / adapt ``model`` and return it with its optimizer groups."""
         raise NotImplementedError
 

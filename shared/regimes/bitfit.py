@@ -8,6 +8,7 @@ from typing import ClassVar
 from torch import nn
 
 from shared.config import TrainOverrides
+from shared.models.base import Classifier
 from shared.regimes.base import RegimeContext
 from shared.regimes.finetune import FineTune, train_only
 from shared.registry import register_regime
@@ -32,6 +33,6 @@ class BitFit(FineTune[TrainOverrides]):
     description: ClassVar[str] = "biases and norm layers + head (BitFit)"
     Params = TrainOverrides
 
-    def select(self, model: nn.Module, ctx: RegimeContext) -> None:
+    def select(self, model: Classifier, ctx: RegimeContext) -> None:
         """Only biases, normalisation parameters and the head train."""
         train_only(model, bias_and_norm_names(model))

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from shared.config import TrainParams
+from shared.models.base import Classifier
 from shared.regimes.base import NetworkRegime, P, Prepared, RegimeContext
 
 
@@ -25,10 +26,11 @@ def freeze_batchnorm_stats(model: nn.Module, *, all_layers: bool = False) -> Non
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             params = list(module.parameters(recurse=False))
-            module.frozen_stats = all_layers or (bool(params) and not any(p.requires_grad for p in params))
+            module.frozen_stats = all_layers or (  # type: ignore[assignment]  # a flag set_train_mode reads
+                bool(params) and not any(p.requires_grad for p in params))
 
 
-def zero_head(model: nn.Module) -> None:
+def zero_head(model: Classifier) -> None:
     """Zero the classifier head (BiT's init for transfer: the first loss is log(classes))."""
     with torch.no_grad():
         for p in model.head.parameters():
@@ -60,7 +62,7 @@ def init_head_from_probe(head: nn.Linear, coef: np.ndarray, intercept: np.ndarra
         head.bias.copy_(torch.as_tensor(intercept, dtype=head.bias.dtype))
 
 
-def discriminative_groups(model: nn.Module, lr: float, factor: float, weight_decay: float) -> list[dict[str, Any]]:
+def discriminative_groups(model: Classifier, lr: float, factor: float, weight_decay: float) -> list[dict[str, Any]]:
     """AdamW groups of the trainable parameters: the head at ``lr``, the backbone at ``lr x factor``."""
     head_names = model.head_parameter_names()
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -72,7 +74,7 @@ def discriminative_groups(model: nn.Module, lr: float, factor: float, weight_dec
     return groups
 
 
-def train_only(model: nn.Module, names: set[str]) -> None:
+def train_only(model: Classifier, names: set[str]) -> None:
     """Freeze every parameter except those named (and the head's)."""
     keep = names | model.head_parameter_names()
     for name, p in model.named_parameters():
@@ -89,7 +91,7 @@ class FineTune(NetworkRegime[P]):
 
     keeps_head: ClassVar[bool] = False  # the head was initialised on purpose (lp_ft's probe)
 
-    def select(self, model: nn.Module, ctx: RegimeContext) -> None:
+    def select(self, model: Classifier, ctx: RegimeContext) -> None:
         """Set ``requires_grad``: every parameter trains by default."""
         model.requires_grad_(True)
 
@@ -97,7 +99,7 @@ class FineTune(NetworkRegime[P]):
         """The backbone's learning rate as a fraction of the head's."""
         return train.backbone_lr_factor if self.pretrained else 1.0
 
-    def prepare(self, model: nn.Module, ctx: RegimeContext) -> Prepared:
+    def prepare(self, model: Classifier, ctx: RegimeContext) -> Prepared:
         """Zero the head, select what trains, freeze BatchNorm statistics, build the optimizer groups."""
         train = self.train_params(ctx.params)
         if not self.keeps_head and train.head_init == "zeros":

@@ -16,6 +16,7 @@ from pydantic import Field
 from torch import nn
 
 from shared.config import TrainOverrides
+from shared.models.base import Classifier
 from shared.regimes.base import Penalty, Prepared, RegimeContext
 from shared.regimes.finetune import FineTune
 from shared.registry import register_regime
@@ -28,7 +29,7 @@ class L2SPParams(TrainOverrides):
     beta: float = Field(default=0.01, ge=0)
 
 
-def l2sp_penalty(model: nn.Module, alpha: float, beta: float) -> Penalty:
+def l2sp_penalty(model: Classifier, alpha: float, beta: float) -> Penalty:
     """The L2-SP term of ``model``'s current weights against the values they have now (the start point)."""
     head_names = model.head_parameter_names()
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -56,10 +57,10 @@ class L2SP(FineTune[L2SPParams]):
     description: ClassVar[str] = "full fine-tuning pulled towards the pretrained weights (L2-SP)"
     Params = L2SPParams
 
-    def prepare(self, model: nn.Module, ctx: RegimeContext) -> Prepared:
+    def prepare(self, model: Classifier, ctx: RegimeContext) -> Prepared:
         """Full fine-tuning groups without weight decay, plus the L2-SP penalty."""
         prepared = super().prepare(model, ctx)
         for group in prepared.param_groups:
             group["weight_decay"] = 0.0
-        prepared.penalty = l2sp_penalty(prepared.model, self.params.alpha, self.params.beta)
+        prepared.penalty = l2sp_penalty(model, self.params.alpha, self.params.beta)
         return prepared

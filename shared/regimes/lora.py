@@ -16,6 +16,7 @@ from pydantic import ConfigDict, Field, StrictInt, model_validator
 from torch import nn
 
 from shared.config import Strict, TrainOverrides
+from shared.models.base import Classifier
 from shared.regimes.base import NetworkRegime, Prepared, RegimeContext
 from shared.regimes.finetune import freeze_batchnorm_stats, zero_head
 from shared.registry import register_regime
@@ -79,7 +80,7 @@ class DoraParams(LoraParams):
     adapter: LoraAdapter = Field(default_factory=lambda: LoraAdapter.model_validate({"use_dora": True}))
 
 
-def apply_lora(model: nn.Module, adapter: LoraAdapter) -> nn.Module:
+def apply_lora(model: Classifier, adapter: LoraAdapter) -> nn.Module:
     """Wrap ``model`` with PEFT adapters; the head trains fully through ``modules_to_save``."""
     from peft import get_peft_model
 
@@ -96,15 +97,15 @@ class Lora(NetworkRegime[LoraParams]):
     description: ClassVar[str] = "LoRA adapters + head (PEFT, modules_to_save)"
     Params = LoraParams
 
-    def prepare(self, model: nn.Module, ctx: RegimeContext) -> Prepared:
+    def prepare(self, model: Classifier, ctx: RegimeContext) -> Prepared:
         """Wrap with the adapter; one optimizer group of every trainable parameter."""
         train = self.train_params(ctx.params)
         if train.head_init == "zeros":
             zero_head(model)
-        model = apply_lora(model, self.params.adapter)
-        freeze_batchnorm_stats(model)
-        trainable = [p for p in model.parameters() if p.requires_grad]
-        return Prepared(model, [{"params": trainable, "lr": train.lr, "weight_decay": train.weight_decay,
+        wrapped = apply_lora(model, self.params.adapter)
+        freeze_batchnorm_stats(wrapped)
+        trainable = [p for p in wrapped.parameters() if p.requires_grad]
+        return Prepared(wrapped, [{"params": trainable, "lr": train.lr, "weight_decay": train.weight_decay,
                                  "name": self.name}])
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import ClassVar
 
 from pydantic import Field
-from torch import nn
 
 from shared.config import TrainOverrides
+from shared.models.base import Classifier
 from shared.regimes.base import Prepared, RegimeContext
 from shared.regimes.finetune import FineTune, init_head_from_probe
 from shared.regimes.probe import ProbeParams, probe_on_cache
@@ -32,7 +32,7 @@ class LpFt(FineTune[LpFtParams]):
     sweepable: ClassVar[bool] = False  # its probe reads every cached train label
     keeps_head: ClassVar[bool] = True
 
-    def prepare(self, model: nn.Module, ctx: RegimeContext) -> Prepared:
+    def prepare(self, model: Classifier, ctx: RegimeContext) -> Prepared:
         """Fit the probe on the cached features, copy it into the head, then fine-tune everything."""
         probe, _ = probe_on_cache(ctx, self.params.probe)
         init_head_from_probe(model.head, *probe.raw_weights())

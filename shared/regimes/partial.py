@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import ClassVar
 
 from pydantic import Field, StrictInt
-from torch import nn
 
 from shared.config import TrainOverrides
+from shared.models.base import Classifier
 from shared.regimes.base import RegimeContext
 from shared.regimes.finetune import FineTune, train_only
 from shared.registry import register_regime
@@ -28,7 +28,7 @@ class Partial(FineTune[PartialParams]):
     description: ClassVar[str] = "last k backbone blocks + head, discriminative learning rates"
     Params = PartialParams
 
-    def select(self, model: nn.Module, ctx: RegimeContext) -> None:
+    def select(self, model: Classifier, ctx: RegimeContext) -> None:
         """Only the last ``blocks`` blocks and the head train."""
         blocks = model.blocks()
         k = self.params.blocks

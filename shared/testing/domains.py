@@ -75,7 +75,7 @@ def check_class(cls: type[Domain]) -> DomainParams:
     if not (isinstance(cls.Params, type) and issubclass(cls.Params, DomainParams)):
         _fail(cls, f"Params must be a subclass of shared.config.DomainParams, got {cls.Params!r}")
     try:
-        params = cls.Params()
+        params = cls.Params.model_validate({})
     except ValidationError as err:
         _fail(cls, f"Params() must validate with its defaults (give data and model defaults): {err}")
     dataset = getattr(params.data, "dataset", None)

@@ -21,13 +21,13 @@ import numpy as np
 import torch
 from datasets import DatasetDict
 from pydantic import BaseModel, ValidationError
-from torch import nn
 
 from shared.config import DomainParams, Strict
 from shared.data.domain import Domain
 from shared.data.features import FeatureCache, extract_features
 from shared.data.loaders import make_dataset, make_loader
 from shared.models import load_tokenizer
+from shared.models.base import Classifier
 from shared.regimes.base import FittedRegime, NetworkRegime, Regime, RegimeContext
 from shared.registry import get_regime
 
@@ -92,7 +92,7 @@ class TinyDomain(Domain[DomainParams]):
 
 
 def tiny_context(dp: DomainParams, modality: Literal["image", "text"], data: DatasetDict, folder: Path,
-                 model: nn.Module | None = None, seed: int = 0) -> RegimeContext:
+                 model: Classifier | None = None, seed: int = 0) -> RegimeContext:
     """A real regime context on tiny data; with ``model``, its frozen features are cached for every split
     (what ``extract`` would write), so regimes that read features (frozen, lp_ft) run too."""
     features = folder / "features"

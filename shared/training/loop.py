@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -212,7 +212,7 @@ def compile_model(model: nn.Module, accelerator: Accelerator) -> nn.Module:
     plugin = getattr(accelerator.state, "dynamo_plugin", None)
     if plugin is not None and plugin.backend != DynamoBackend.NO:
         return model
-    return torch.compile(model)
+    return cast(nn.Module, torch.compile(model))
 
 
 def _to_device(inputs: Any, device: torch.device) -> Any:

@@ -52,7 +52,7 @@ def train_network(regime: NetworkRegime[Any], ctx: RegimeContext, out: Path | No
                                 augment=(s == "train"), sort_by_length=(s != "train"))
                 for s in ("train", "validation", "test")}
     prepared = regime.prepare(model, ctx)
-    model = prepared.model
+    network = prepared.model  # the model itself, or a wrapper (PEFT) around it
     labels = np.asarray(splits["train"]["label"], dtype=np.int64)
     weights = class_weights(labels, num_classes)
     sample_weights = torch.as_tensor(weights[labels]) if train.loss_weighting == "balanced_sampling" else None
@@ -68,18 +68,18 @@ def train_network(regime: NetworkRegime[Any], ctx: RegimeContext, out: Path | No
     def on_epoch(epoch: int, record: dict[str, float]) -> None:
         log_metrics(record, step=epoch)
 
-    result = fit(model, prepared.param_groups, train_loader, val_loader, train, accelerator=accelerator,
+    result = fit(network, prepared.param_groups, train_loader, val_loader, train, accelerator=accelerator,
                  class_weights=loss_weights, checkpoint_dir=ctx.checkpoints, on_epoch=on_epoch,
                  generator=generator, seed=ctx.seed, metric=ctx.metric, penalty=prepared.penalty)
-    channels_last = use_channels_last(train, model, accelerator.device)
+    channels_last = use_channels_last(train, network, accelerator.device)
     val_probs, val_labels = result.best_val_probs, result.best_val_labels  # the best epoch's, as scored
     if val_probs is None or val_labels is None:  # no epoch beat the initial score (NaN scores)
         val_loader = accelerator.prepare(make_loader(datasets["validation"], train.batch_size * 2, **loader_kw))
-        val_probs, val_labels, _ = predict(model, val_loader, accelerator, channels_last)
-    test_probs, test_labels, _ = predict(model, test_loader, accelerator, channels_last)
-    model = accelerator.unwrap_model(model)
-    trainable, total = count_parameters(model)
-    names = {n for n, p in model.named_parameters() if p.requires_grad} | {n for n, _ in model.named_buffers()}
+        val_probs, val_labels, _ = predict(network, val_loader, accelerator, channels_last)
+    test_probs, test_labels, _ = predict(network, test_loader, accelerator, channels_last)
+    network = accelerator.unwrap_model(network)
+    trainable, total = count_parameters(network)
+    names = {n for n, p in network.named_parameters() if p.requires_grad} | {n for n, _ in network.named_buffers()}
     kept = {k: v.contiguous() for k, v in sorted(result.best_state.items()) if k in names}
     if out is not None and accelerator.is_main_process:
         write_safetensors(out / "weights.safetensors", kept, metadata={"regime": regime.name,
