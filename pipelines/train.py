@@ -34,7 +34,8 @@ def checkpoint_dir(stage: Stage) -> Path:
     stage's data inputs and of the code it runs. A change starts afresh; other keys' folders are pruned."""
     name, regime = stage.domain.name, stage.regime or ""
     root = paths.root()
-    code = import_closure(["pipelines.train", type(stage.domain).__module__, type(stage.regime_plugin).__module__])
+    code = import_closure(["pipelines.train", type(stage.domain).__module__, type(stage.regime_plugin).__module__],
+                          CODE_ROOT)
     key = json.dumps({"seed": stage.params.seed, "params": stage.dp.model_dump(mode="json", exclude={"regimes"}),
                       "regime": stage.regime_plugin.params.model_dump(mode="json"),
                       "data": digest_files([paths.prepared_dir(name), paths.features_dir(name)], root),

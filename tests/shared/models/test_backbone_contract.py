@@ -29,7 +29,7 @@ def backbones_in_use() -> list[tuple[str, ModelParams]]:
     """Every (modality, model params) of params.yaml's sections, random init at a small input size."""
     seen: dict[tuple[str, str], ModelParams] = {}
     params = load_params(REPO_ROOT / "params.yaml")
-    for name, section in params.sections.items():
+    for section in params.sections.values():
         modality = "image" if section.model.image_size else "text"
         update = {"pretrained": modality == "text", "image_size": 32 if modality == "image" else None}
         seen.setdefault((modality, section.model.backbone), section.model.model_copy(update=update))
