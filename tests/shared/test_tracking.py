@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -43,21 +42,10 @@ WORKER = textwrap.dedent(
 )
 
 
-@pytest.fixture(scope="module")
-def migrated_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One migrated SQLite store; each test gets its own copy (a migration costs seconds)."""
-    db = tmp_path_factory.mktemp("template") / "mlflow.db"
-    MlflowClient(f"sqlite:///{db}").search_experiments()
-    return db
-
-
 @pytest.fixture
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, migrated_db: Path) -> Iterator[MlflowClient]:
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, private_store: str) -> Iterator[MlflowClient]:
     """A private tracking store in ``tmp_path`` with the experiment created; never the repo's db."""
-    shutil.copy(migrated_db, tmp_path / "mlflow.db")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv("TRANSFERLAB_ROOT", str(tmp_path))
+    uri = private_store
     monkeypatch.chdir(tmp_path)
     init_store([EXP])
     yield MlflowClient(uri)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -97,21 +96,10 @@ STARTER = textwrap.dedent(
 )
 
 
-@pytest.fixture(scope="module")
-def migrated_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One migrated SQLite store; each test gets its own copy (a migration costs seconds)."""
-    db = tmp_path_factory.mktemp("template") / "mlflow.db"
-    MlflowClient(f"sqlite:///{db}").search_experiments()
-    return db
-
-
 @pytest.fixture
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, migrated_db: Path) -> Iterator[MlflowClient]:
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, private_store: str) -> Iterator[MlflowClient]:
     """A private store ``tmp_path/mlflow.db`` (the project root is ``tmp_path``) with the experiment."""
-    shutil.copy(migrated_db, tmp_path / "mlflow.db")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv("TRANSFERLAB_ROOT", str(tmp_path))
+    uri = private_store
     init_store([EXP])
     yield MlflowClient(uri)
     while mlflow.active_run() is not None:
