@@ -152,8 +152,11 @@ def e2e(tmp_path: Path, regimes: list[str]) -> None:
     again = run(["dvc", "repro"], project)
     seconds = time.perf_counter() - t0
     assert stages_run(again) == {"check"}, f"a no-op repro re-ran {stages_run(again)}"
-    # check is one Python process (~4-7 s of imports on the shared 2-core machine); the rest was < 10 s
-    assert seconds < 20, f"a no-op dvc repro took {seconds:.1f} s"
+    # only `check` runs: one Python process that validates every section, so it loads every plugin (torch,
+    # datasets, and PEFT to validate adapter settings against LoraConfig): 17 s measured alone on the
+    # 2-core Intel machine (2026-12-01), 24 s for the whole no-op repro under a niced CI. Any real re-run
+    # takes minutes; making `check` cheaper (lazy plugin loading) is an open item.
+    assert seconds < 40, f"a no-op dvc repro took {seconds:.1f} s"
 
     good = (project / "params.yaml").read_text()
     (project / "params.yaml").write_text("definitely_not_a_key: 1\n" + good)

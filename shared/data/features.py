@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -14,7 +14,9 @@ from torch.utils.data import DataLoader
 
 from shared.data.loaders import in_split_order, split_batch
 from shared.files.atomic import write_safetensors
-from shared.models.base import Classifier
+
+if TYPE_CHECKING:  # annotations only: importing the backbones pulls in timm and transformers
+    from shared.models.base import Classifier
 
 
 def backbone_slug(name: str) -> str:

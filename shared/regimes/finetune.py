@@ -3,15 +3,17 @@ rates, and :class:`FineTune`, the base of every regime that trains the whole net
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
 from shared.config import TrainParams
-from shared.models.base import Classifier
 from shared.regimes.base import NetworkRegime, P, Prepared, RegimeContext
+
+if TYPE_CHECKING:  # annotations only: importing the backbones pulls in timm and transformers
+    from shared.models.base import Classifier
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

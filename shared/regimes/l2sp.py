@@ -9,17 +9,19 @@ replaces weight decay (AdamW's decay is off in this regime), as in the paper.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from pydantic import Field
 from torch import nn
 
 from shared.config import TrainOverrides
-from shared.models.base import Classifier
 from shared.regimes.base import Penalty, Prepared, RegimeContext
 from shared.regimes.finetune import FineTune
 from shared.registry import register_regime
+
+if TYPE_CHECKING:  # annotations only: importing the backbones pulls in timm and transformers
+    from shared.models.base import Classifier
 
 
 class L2SPParams(TrainOverrides):

@@ -10,16 +10,18 @@ validated against ``LoraConfig`` itself, so a user who knows PEFT learns no seco
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field, StrictInt, model_validator
 from torch import nn
 
 from shared.config import Strict, TrainOverrides
-from shared.models.base import Classifier
 from shared.regimes.base import NetworkRegime, Prepared, RegimeContext
 from shared.regimes.finetune import freeze_batchnorm_stats, zero_head
 from shared.registry import register_regime
+
+if TYPE_CHECKING:  # annotations only: importing the backbones pulls in timm and transformers
+    from shared.models.base import Classifier
 
 # LoraConfig fields that describe a saved adapter or a task, not a training setting
 NOT_SETTINGS = frozenset({"task_type", "peft_type", "auto_mapping", "peft_version", "base_model_name_or_path",

@@ -3,16 +3,18 @@ weights, then every weight trains."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import Field
 
 from shared.config import TrainOverrides
-from shared.models.base import Classifier
 from shared.regimes.base import Prepared, RegimeContext
 from shared.regimes.finetune import FineTune, init_head_from_probe
 from shared.regimes.probe import ProbeParams, probe_on_cache
 from shared.registry import register_regime
+
+if TYPE_CHECKING:  # annotations only: importing the backbones pulls in timm and transformers
+    from shared.models.base import Classifier
 
 
 class LpFtParams(TrainOverrides):

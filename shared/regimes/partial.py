@@ -3,15 +3,17 @@ layers)."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import Field, StrictInt
 
 from shared.config import TrainOverrides
-from shared.models.base import Classifier
 from shared.regimes.base import RegimeContext
 from shared.regimes.finetune import FineTune, train_only
 from shared.registry import register_regime
+
+if TYPE_CHECKING:  # annotations only: importing the backbones pulls in timm and transformers
+    from shared.models.base import Classifier
 
 
 class PartialParams(TrainOverrides):
