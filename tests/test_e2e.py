@@ -185,7 +185,8 @@ def test_dvc_repro_end_to_end(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="failed on 2026-12-01 after the three new regimes joined ALL_REGIMES; not yet diagnosed (see the closing note)", strict=False)
+@pytest.mark.xfail(reason="failed on 2026-12-01 with the ten registered regimes; not yet diagnosed",
+                   strict=False)
 def test_dvc_repro_end_to_end_all_regimes(tmp_path: Path) -> None:
     """All seven regimes."""
     e2e(tmp_path, ALL_REGIMES)
