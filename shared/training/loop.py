@@ -1,8 +1,8 @@
 """One training loop for both modalities, on ``accelerate`` (device, bf16 autocast on GPU, DDP).
 
-AdamW with linear warmup + cosine decay, validation every epoch, a true copy of the best-validation
-weights, early stopping, per-epoch checkpoints (exact resume), auxiliary-head losses, and a loud
-failure on a non-finite loss.
+AdamW with linear warmup + cosine decay, validation every epoch, auxiliary-head losses and a loud failure on
+a non-finite loss; keeping the best epoch, early stopping, per-epoch checkpoints (exact resume) and logging
+are small callbacks around the loop (:mod:`shared.training.callbacks`).
 
 Scale out: the same code runs under ``accelerate launch`` / ``torchrun`` (DDP; gloo on the CPU). Samplers
 are sharded by ``accelerator.prepare``, epoch losses are summed over the processes, validation and test
@@ -22,9 +22,7 @@ import math
 import os
 import resource
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, cast
 
 import numpy as np
@@ -41,31 +39,11 @@ from shared.data.loaders import in_split_order, split_batch
 from shared.evaluation.metrics import selection_score
 from shared.regimes.base import Penalty
 from shared.regimes.finetune import set_train_mode
-from shared.training.checkpoint import capture_rng_state, load_latest_checkpoint, restore_rng_state, save_checkpoint
+from shared.training.callbacks import Callback, EarlyStopping, Epoch, FitResult, KeepBest, LoopState, state_copy
 
 
 class DivergenceError(RuntimeError):
     """The loss became NaN or infinite."""
-
-
-@dataclass
-class FitResult:
-    """What :func:`fit` measured and kept."""
-
-    best_state: dict[str, torch.Tensor]
-    best_epoch: int
-    best_score: float
-    history: list[dict[str, float]] = field(default_factory=list)
-    train_seconds: float = 0.0
-    train_samples: int = 0
-    peak_memory_mb: float = 0.0
-    best_val_probs: np.ndarray | None = None  # the validation predictions of the best epoch
-    best_val_labels: np.ndarray | None = None
-
-    @property
-    def samples_per_second(self) -> float:
-        """Training throughput over the whole fit."""
-        return self.train_samples / self.train_seconds if self.train_seconds > 0 else 0.0
 
 
 CUDA_SYNC_EVERY = 25  # steps between host synchronisations (finiteness check, progress bar) on CUDA
@@ -245,10 +223,6 @@ def predict(model: nn.Module, loader: DataLoader, accelerator: Accelerator, chan
     return probs_all, labels_all, float(loss_all.mean())
 
 
-def _state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-
-
 def peak_memory_mb(device: torch.device) -> float:
     """Peak GPU memory allocated, or the process's peak resident set size on the CPU."""
     if device.type == "cuda":
@@ -256,23 +230,66 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def train_epoch(state: LoopState, train_loader: DataLoader, epoch: int, steps: int, *, train: TrainParams,
+                class_weights: torch.Tensor | None, channels_last: bool, penalty: Penalty | None
+                ) -> tuple[dict[str, float], int]:
+    """One pass over (at most ``steps`` batches of) ``train_loader``: the per-sample mean of each loss part
+    over every process, and the number of samples seen by all processes. Raises :class:`DivergenceError`
+    on a non-finite loss (checked every step on the CPU, every :data:`CUDA_SYNC_EVERY` steps on CUDA)."""
+    model, accelerator = state.model, state.accelerator
+    sync_every = CUDA_SYNC_EVERY if accelerator.device.type == "cuda" else 1
+    aux_weight = train.aux_loss_weight or 0.0
+    set_train_mode(model)
+    names: list[str] = ["loss"]
+    totals: torch.Tensor | None = None  # per-name sum of (loss x batch size), float64, on the device
+    seen = 0
+    bar = tqdm(train_loader, total=steps, desc=f"epoch {epoch + 1}/{train.epochs}",
+               disable=not accelerator.is_local_main_process, leave=False)
+    for step, batch in enumerate(bar):
+        if step >= steps:
+            break
+        loss, parts, n = forward_loss(model, batch, accelerator, aux_weight=aux_weight, class_weights=class_weights,
+                                      channels_last=channels_last, penalty=penalty)
+        if sync_every == 1 and not torch.isfinite(loss):
+            raise DivergenceError(f"non-finite training loss {loss.item()} at epoch {epoch + 1}, "
+                                  f"step {step + 1}; lower train.lr or enable grad_clip")
+        optimizer_step(model, loss, state.optimizer, accelerator, grad_clip=train.grad_clip, scheduler=state.scheduler)
+        if totals is None:
+            names = ["loss", *parts]
+            totals = torch.zeros(len(names), dtype=torch.float64, device=loss.device)
+        totals += torch.stack([loss.detach(), *parts.values()]).double() * n
+        seen += n
+        if (step + 1) % sync_every == 0:
+            mean_loss = totals[0].item() / seen
+            if not math.isfinite(mean_loss):
+                raise DivergenceError(f"non-finite training loss at epoch {epoch + 1}, steps "
+                                      f"{step + 2 - sync_every}-{step + 1}; lower train.lr or enable grad_clip")
+            bar.set_postfix(loss=f"{mean_loss:.4f}")
+    if totals is None:
+        totals = torch.zeros(1, dtype=torch.float64, device=accelerator.device)
+    if not bool(torch.isfinite(totals).all()):
+        raise DivergenceError(f"non-finite training loss at epoch {epoch + 1}; lower train.lr or enable grad_clip")
+    # sums and counts over every process (identity with one process)
+    totals = accelerator.reduce(totals, reduction="sum")
+    seen_all = int(accelerator.reduce(torch.tensor([seen], device=accelerator.device), reduction="sum").item())
+    means = {f"train_{k}": v / max(seen_all, 1) for k, v in zip(names, totals.tolist(), strict=True)}
+    return means, seen_all
+
+
 def fit(model: nn.Module, param_groups: list[dict[str, Any]], train_loader: DataLoader, val_loader: DataLoader,
         train: TrainParams, *, accelerator: Accelerator, class_weights: torch.Tensor | None = None,
-        checkpoint_dir: Path | None = None, on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-        generator: torch.Generator | None = None, seed: int = 0, metric: str,
+        callbacks: Sequence[Callback] = (), generator: torch.Generator | None = None, seed: int = 0, metric: str,
         penalty: Penalty | None = None) -> FitResult:
     """Train ``model`` and return the best-validation weights and what was measured.
 
-    ``metric`` (the domain's primary metric) on validation picks the best epoch and drives early stopping;
-    ``penalty`` is a regime's extra loss term of the weights.
-
-    Under DDP every process runs this; ``on_epoch`` and checkpoint writes happen on the main process only,
-    and the history holds losses averaged over all processes' samples.
+    ``metric`` (the domain's primary metric) on validation scores every epoch; :class:`KeepBest` and
+    :class:`EarlyStopping` (``train.patience``) always run, then ``callbacks`` (e.g. :class:`Checkpointing`,
+    :class:`LogEpochs`) in order. ``penalty`` is a regime's extra loss term of the weights. Under DDP every
+    process runs this, and the history holds losses averaged over all processes' samples.
     """
     device = accelerator.device
-    cuda = device.type == "cuda"
     channels_last = use_channels_last(train, model, device)
-    if cuda:
+    if device.type == "cuda":
         if not train.deterministic:
             torch.backends.cudnn.benchmark = True
         model.to(device)  # before the optimizer: fused AdamW wants its parameters on the GPU
@@ -282,98 +299,35 @@ def fit(model: nn.Module, param_groups: list[dict[str, Any]], train_loader: Data
     model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
     if train.compile:
         model = compile_model(model, accelerator)
-    steps_per_epoch = len(train_loader)  # this process's share of the batches under DDP
+    steps = len(train_loader)  # this process's share of the batches under DDP
     if train.max_steps_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, train.max_steps_per_epoch)
+        steps = min(steps, train.max_steps_per_epoch)
     # stepped once per optimizer step (not prepared: accelerate would step it once per process)
-    scheduler = warmup_cosine(optimizer, steps_per_epoch * train.epochs, train.warmup_fraction)
+    scheduler = warmup_cosine(optimizer, steps * train.epochs, train.warmup_fraction)
     if class_weights is not None:
         class_weights = class_weights.to(device)
-    aux_weight = train.aux_loss_weight or 0.0
-    sync_every = CUDA_SYNC_EVERY if cuda else 1
-    result = FitResult(best_state=_state_copy(accelerator.unwrap_model(model)), best_epoch=-1,
-                       best_score=-math.inf)
-    start_epoch, stale = 0, 0
-    if checkpoint_dir is not None:
-        state = load_latest_checkpoint(checkpoint_dir)
-        if state is not None:
-            accelerator.unwrap_model(model).load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            restore_rng_state(state["rng"])
-            start_epoch, stale = int(state["epoch"]) + 1, int(state["stale"])
-            result.best_state, result.best_epoch = state["best_state"], int(state["best_epoch"])
-            result.best_score, result.history = float(state["best_score"]), list(state["history"])
-            result.train_seconds, result.train_samples = float(state["seconds"]), int(state["samples"])
-            if state.get("best_val") is not None:  # absent from checkpoints of older versions
-                result.best_val_probs, result.best_val_labels = (t.numpy() for t in state["best_val"])
-            accelerator.print(f"resumed from epoch {start_epoch - 1} checkpoint in {checkpoint_dir}")
-    for epoch in range(start_epoch, train.epochs):
-        if stale >= train.patience:
-            break
-        set_train_mode(model)
+    state = LoopState(model, optimizer, scheduler, accelerator, FitResult(state_copy(accelerator.unwrap_model(model))))
+    hooks = [KeepBest(), EarlyStopping(train.patience), *callbacks]
+    for hook in hooks:
+        hook.on_fit_start(state)
+    result = state.result
+    while state.next_epoch < train.epochs and not state.stop:
+        epoch = state.next_epoch
         if generator is not None:  # the shuffle order of epoch e depends only on (seed, e): exact resume
             generator.manual_seed(seed * 100_003 + epoch)
-        names: list[str] = []
-        totals: torch.Tensor | None = None  # per-name sum of (loss x batch size), float64, on the device
-        seen, t0 = 0, time.perf_counter()
-        bar = tqdm(train_loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{train.epochs}",
-                   disable=not accelerator.is_local_main_process, leave=False)
-        for step, batch in enumerate(bar):
-            if step >= steps_per_epoch:
-                break
-            loss, parts, n = forward_loss(model, batch, accelerator, aux_weight=aux_weight,
-                                          class_weights=class_weights, channels_last=channels_last,
-                                          penalty=penalty)
-            if sync_every == 1 and not torch.isfinite(loss):
-                raise DivergenceError(f"non-finite training loss {loss.item()} at epoch {epoch + 1}, "
-                                      f"step {step + 1}; lower train.lr or enable grad_clip")
-            optimizer_step(model, loss, optimizer, accelerator, grad_clip=train.grad_clip, scheduler=scheduler)
-            if totals is None:
-                names = ["loss", *parts]
-                totals = torch.zeros(len(names), dtype=torch.float64, device=loss.device)
-            totals += torch.stack([loss.detach(), *parts.values()]).double() * n
-            seen += n
-            if (step + 1) % sync_every == 0:
-                mean_loss = totals[0].item() / seen
-                if not math.isfinite(mean_loss):
-                    raise DivergenceError(f"non-finite training loss at epoch {epoch + 1}, steps "
-                                          f"{step + 2 - sync_every}-{step + 1}; lower train.lr or enable grad_clip")
-                bar.set_postfix(loss=f"{mean_loss:.4f}")
-        if totals is None:
-            totals = torch.zeros(1, dtype=torch.float64, device=device)
-            names = ["loss"]
-        if not bool(torch.isfinite(totals).all()):
-            raise DivergenceError(f"non-finite training loss at epoch {epoch + 1}; lower train.lr or enable grad_clip")
+        t0 = time.perf_counter()
+        record, seen = train_epoch(state, train_loader, epoch, steps, train=train, class_weights=class_weights,
+                                   channels_last=channels_last, penalty=penalty)
         result.train_seconds += time.perf_counter() - t0
-        # sums and counts over every process (identity with one process)
-        totals = accelerator.reduce(totals, reduction="sum")
-        seen_all = int(accelerator.reduce(torch.tensor([seen], device=device), reduction="sum").item())
-        result.train_samples += seen_all
+        result.train_samples += seen
         val_probs, val_labels, val_loss = predict(model, val_loader, accelerator, channels_last)
         score = selection_score(metric, val_labels, val_probs)
-        record = {f"train_{k}": v / max(seen_all, 1) for k, v in zip(names, totals.tolist(), strict=True)}
         record.update(val_loss=val_loss, val_score=score, lr=scheduler.get_last_lr()[0],
                       val_accuracy=float((val_probs.argmax(1) == val_labels).mean()))
         result.history.append(record)
-        if score > result.best_score:
-            result.best_score, result.best_epoch, stale = score, epoch, 0
-            result.best_state = _state_copy(accelerator.unwrap_model(model))
-            result.best_val_probs, result.best_val_labels = val_probs, val_labels
-        else:
-            stale += 1
-        if on_epoch is not None and accelerator.is_main_process:
-            on_epoch(epoch, record)
-        if checkpoint_dir is not None and accelerator.is_main_process:
-            save_checkpoint(checkpoint_dir, epoch, {
-                "model": _state_copy(accelerator.unwrap_model(model)), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "rng": capture_rng_state(), "epoch": epoch, "stale": stale,
-                "best_state": result.best_state, "best_epoch": result.best_epoch,
-                "best_score": result.best_score, "history": result.history, "seconds": result.train_seconds,
-                "samples": result.train_samples,
-                "best_val": None if result.best_val_probs is None else
-                [torch.from_numpy(result.best_val_probs), torch.from_numpy(result.best_val_labels)],
-            })
+        state.next_epoch = epoch + 1
+        for hook in hooks:
+            hook.on_epoch_end(state, Epoch(epoch, record, score, val_probs, val_labels))
         accelerator.wait_for_everyone()
     result.peak_memory_mb = peak_memory_mb(device)
     accelerator.unwrap_model(model).load_state_dict(result.best_state)

@@ -22,6 +22,7 @@ from shared.models import aux_loss_weight, build_model, load_tokenizer
 from shared.regimes.base import FittedRegime, NetworkRegime, Regime, RegimeContext
 from shared.regimes.finetune import count_parameters
 from shared.tracking import log_metrics
+from shared.training.callbacks import Callback, Checkpointing, LogEpochs
 from shared.training.checkpoint import seed_everything
 from shared.training.loop import fit, make_accelerator, predict, use_channels_last
 
@@ -64,13 +65,11 @@ def train_network(regime: NetworkRegime[Any], ctx: RegimeContext, out: Path | No
                                group_by_length=train.group_by_length, sample_weights=sample_weights, **loader_kw)
     val_loader = make_loader(datasets["validation"], train.batch_size * 2, **loader_kw)
     test_loader = accelerator.prepare(make_loader(datasets["test"], train.batch_size * 2, **loader_kw))
-
-    def on_epoch(epoch: int, record: dict[str, float]) -> None:
-        log_metrics(record, step=epoch)
-
+    callbacks: list[Callback] = [] if ctx.checkpoints is None else [Checkpointing(ctx.checkpoints)]
+    callbacks.append(LogEpochs(lambda record, epoch: log_metrics(record, step=epoch)))
     result = fit(network, prepared.param_groups, train_loader, val_loader, train, accelerator=accelerator,
-                 class_weights=loss_weights, checkpoint_dir=ctx.checkpoints, on_epoch=on_epoch,
-                 generator=generator, seed=ctx.seed, metric=ctx.metric, penalty=prepared.penalty)
+                 class_weights=loss_weights, callbacks=callbacks, generator=generator, seed=ctx.seed,
+                 metric=ctx.metric, penalty=prepared.penalty)
     channels_last = use_channels_last(train, network, accelerator.device)
     val_probs, val_labels = result.best_val_probs, result.best_val_labels  # the best epoch's, as scored
     if val_probs is None or val_labels is None:  # no epoch beat the initial score (NaN scores)

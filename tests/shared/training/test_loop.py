@@ -18,9 +18,11 @@ from shared.evaluation.metrics import selection_score
 from shared.models import build_model
 from shared.registry import get_regime
 from shared.testing.regimes import tiny_context
+from shared.training import callbacks as training_callbacks
 from shared.training import loop as training
+from shared.training.callbacks import Callback, Checkpointing, FitResult, LogEpochs
 from shared.training.checkpoint import load_latest_checkpoint, seed_everything
-from shared.training.loop import DivergenceError, FitResult, compute_loss, fit, make_accelerator, split_outputs
+from shared.training.loop import DivergenceError, compute_loss, fit, make_accelerator, split_outputs
 
 
 class Killed(Exception):
@@ -43,12 +45,13 @@ def run_fit(dd: DatasetDict, model_params: ModelParams, *, seed: int = 0, checkp
     train_loader = make_loader(datasets["train"], train.batch_size, shuffle=True, generator=generator)
     val_loader = make_loader(datasets["validation"], train.batch_size * 2)
 
-    def on_epoch(epoch: int, record: dict[str, float]) -> None:
+    def snapshot(record: dict[str, float], epoch: int) -> None:
         if snapshots is not None:
             snapshots.append({k: v.detach().clone() for k, v in model.state_dict().items()})
 
+    callbacks: list[Callback] = [] if checkpoint_dir is None else [Checkpointing(checkpoint_dir)]
     result = fit(model, groups, train_loader, val_loader, train, accelerator=accelerator,
-                 checkpoint_dir=checkpoint_dir, on_epoch=on_epoch, generator=generator, seed=seed, metric=metric)
+                 callbacks=[*callbacks, LogEpochs(snapshot)], generator=generator, seed=seed, metric=metric)
     if val_predictions is not None:  # the model (holding the best weights) scored on validation afresh
         val_predictions.extend(training.predict(model, make_loader(datasets["validation"], 16), accelerator)[:2])
     return model, result
@@ -104,7 +107,7 @@ def test_resume_after_a_kill_is_exact(image_dd: DatasetDict, tiny_image_params: 
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     _, straight = run_fit(image_dd, tiny_image_params, checkpoint_dir=tmp_path / "straight")
 
-    real_save = training.save_checkpoint
+    real_save = training_callbacks.save_checkpoint
     saved: list[int] = []
 
     def save_then_die(directory: Path, step: int, state: dict, **kw: Any) -> Path:
@@ -113,7 +116,7 @@ def test_resume_after_a_kill_is_exact(image_dd: DatasetDict, tiny_image_params: 
         raise Killed(f"killed after the checkpoint of epoch {step}")
 
     with monkeypatch.context() as patch:
-        patch.setattr(training, "save_checkpoint", save_then_die)
+        patch.setattr(training_callbacks, "save_checkpoint", save_then_die)
         with pytest.raises(Killed):
             run_fit(image_dd, tiny_image_params, checkpoint_dir=tmp_path / "resumed")
     assert saved == [0]
@@ -171,3 +174,26 @@ def test_best_epoch_is_chosen_by_the_given_metric(image_dd: DatasetDict, tiny_im
     assert result.best_epoch == int(np.argmax(scores))
     assert result.best_val_probs is not None and result.best_val_labels is not None
     assert result.best_score == pytest.approx(selection_score(metric, result.best_val_labels, result.best_val_probs))
+
+
+def test_early_stopping_stops_after_patience_and_a_resumed_fit_stays_stopped(
+        image_dd: DatasetDict, tiny_image_params: ModelParams, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a negligible learning rate (1e-12) no epoch beats the first: patience 1 stops after the second
+    of five epochs, and a fit resumed from that epoch's checkpoint runs no further epoch."""
+    _, straight = run_fit(image_dd, tiny_image_params, epochs=5, patience=1, lr=1e-12)
+    assert len(straight.history) == 2 and straight.best_epoch == 0
+
+    real_save = training_callbacks.save_checkpoint
+
+    def save_then_die(directory: Path, step: int, state: dict, **kw: Any) -> Path:
+        real_save(directory, step, state, **kw)
+        if step == 1:
+            raise Killed("killed after the checkpoint of the stopping epoch")
+        return directory
+
+    with monkeypatch.context() as patch:
+        patch.setattr(training_callbacks, "save_checkpoint", save_then_die)
+        with pytest.raises(Killed):
+            run_fit(image_dd, tiny_image_params, epochs=5, patience=1, lr=1e-12, checkpoint_dir=tmp_path)
+    _, resumed = run_fit(image_dd, tiny_image_params, epochs=5, patience=1, lr=1e-12, checkpoint_dir=tmp_path)
+    assert resumed.history == straight.history
