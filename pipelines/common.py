@@ -7,12 +7,10 @@ import argparse
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,6 +23,8 @@ from shared import paths
 from shared.config import DomainParams, ProjectParams, load_params
 from shared.data.domain import Domain
 from shared.files.atomic import DiskFullError
+from shared.files.processes import pid_alive
+from shared.files.signals import SignalSection, signal_exit
 from shared.regimes.base import Regime
 from shared.registry import get_domain, get_regime
 
@@ -146,23 +146,7 @@ def run_main(main: Callable[[list[str]], int]) -> NoReturn:
 
 # --- staging folders ----------------------------------------------------------------------------
 
-_STAGE_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _KINDS = ("staging", "old")
-
-
-def _pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` runs (a zombie does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return not Path("/proc").is_dir()  # no /proc (not Linux): os.kill is all we know
-    return stat[stat.rindex(")") + 2 :].split()[0] != "Z"
 
 
 def _owner() -> str:
@@ -186,7 +170,7 @@ def clear_stale_staging(dest: Path) -> list[Path]:
         if prefix is None:
             continue
         owner = re.fullmatch(r"(\d+)@(.+)-[^-]*", entry.name[len(prefix) :])
-        if owner and (owner.group(2) != socket.gethostname() or _pid_alive(int(owner.group(1)))):
+        if owner and (owner.group(2) != socket.gethostname() or pid_alive(int(owner.group(1)))):
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
@@ -197,48 +181,27 @@ def clear_stale_staging(dest: Path) -> list[Path]:
     return removed
 
 
-class _StageSignals:
+class _StageSignals(SignalSection):
     """While outputs are staged, SIGTERM/SIGINT raise in the main thread, so staging folders are removed.
 
     A handler found installed (an enclosing ``tracked_run``'s, or Python's ``KeyboardInterrupt``) is called
-    instead, so the two compose; with none, SIGTERM raises ``SystemExit(143)`` and SIGINT
-    ``KeyboardInterrupt``. An ignored signal stays ignored. While ``deferring`` (the final renames, the
-    clean-up) a signal waits until :meth:`restore`, which acts on it once the old handlers are back.
+    instead, so the two compose; with none, Python's default outcome is raised. While ``deferring`` (the
+    final renames, the clean-up) a signal waits until :meth:`restore`, which acts on it once the old
+    handlers are back.
     """
 
-    def __init__(self) -> None:
-        self.previous: dict[int, Any] = {}
-        self.deferring = False
-        self.pending: int | None = None
-
-    def handler(self, signum: int, frame: FrameType | None) -> None:
-        if self.deferring:
-            self.pending = signum
-        else:
-            self.dispatch(signum, frame)
-
-    def dispatch(self, signum: int, frame: FrameType | None) -> None:
+    def act(self, signum: int, frame: FrameType | None) -> None:
         previous = self.previous.get(signum)
         if callable(previous):
             previous(signum, frame)
-        elif signum == signal.SIGINT:
-            raise KeyboardInterrupt
         else:
-            raise SystemExit(128 + signum)
-
-    def install(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return  # only the main thread may install handlers
-        for sig in _STAGE_SIGNALS:
-            if signal.getsignal(sig) not in (signal.SIG_IGN, None):  # None: a C handler we could not restore
-                self.previous[sig] = signal.signal(sig, self.handler)
+            raise signal_exit(signum)
 
     def restore(self) -> None:
-        for sig, previous in self.previous.items():
-            signal.signal(sig, previous)
+        super().restore()
         if self.pending is not None:  # a signal came during the renames: act on it now
             signum, self.pending = self.pending, None
-            self.dispatch(signum, None)
+            self.act(signum, None)
 
 
 @contextmanager

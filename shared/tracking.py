@@ -16,7 +16,6 @@ import math
 import os
 import signal
 import socket
-import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,9 +31,10 @@ from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.utils.validation import MAX_TAG_VAL_LENGTH  # noqa: E402
 
 from shared import paths  # noqa: E402
+from shared.files.processes import pid_alive, process_start  # noqa: E402
+from shared.files.signals import SignalSection, signal_exit  # noqa: E402
 
 PID_TAG, HOST_TAG, START_TAG = "pid", "hostname", "process_start"
-_HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def tracking_uri() -> str:
@@ -117,42 +117,19 @@ def init_store(experiments: list[str]) -> None:
 # --- process identity -------------------------------------------------------------------------
 
 
-def _process_start(pid: int) -> str | None:
-    """A boot-unique start stamp of ``pid`` (Linux ``/proc``); None if unknown or not running."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
-    if fields[0] == "Z":  # a zombie has exited
-        return None
-    return f"{boot_id}:{fields[19]}"  # field 22 of stat: start time in clock ticks since boot
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return not Path("/proc").is_dir() or _process_start(pid) is not None
-
-
 def _owner_tags() -> dict[str, str]:
     pid = os.getpid()
-    return {PID_TAG: str(pid), HOST_TAG: socket.gethostname(), START_TAG: _process_start(pid) or ""}
+    return {PID_TAG: str(pid), HOST_TAG: socket.gethostname(), START_TAG: process_start(pid) or ""}
 
 
 def _is_stale(tags: Mapping[str, str]) -> bool:
     if tags.get(HOST_TAG) != socket.gethostname() or not tags.get(PID_TAG, "").isdigit():
         return False  # another host's run, or not one of ours: cannot judge
     pid = int(tags[PID_TAG])
-    if not _pid_alive(pid):
+    if not pid_alive(pid):
         return True
     recorded = tags.get(START_TAG)
-    return bool(recorded) and _process_start(pid) not in (None, recorded)
+    return bool(recorded) and process_start(pid) not in (None, recorded)
 
 
 def reconcile_stale_runs() -> list[str]:
@@ -233,29 +210,11 @@ class _Interrupted(BaseException):
         self.signum = signum
 
 
-class _SignalGuard:
+class _SignalGuard(SignalSection):
     """Turn SIGTERM/SIGINT into ``_Interrupted`` while the run is open; defer them while it starts or ends."""
 
-    def __init__(self) -> None:
-        self.previous: dict[int, Any] = {}
-        self.deferring = False
-        self.pending: int | None = None
-
-    def handler(self, signum: int, frame: FrameType | None) -> None:
-        if self.deferring:
-            self.pending = signum
-        else:
-            raise _Interrupted(signum)
-
-    def install(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return  # only the main thread may install handlers
-        for sig in _HANDLED_SIGNALS:
-            self.previous[sig] = signal.signal(sig, self.handler)
-
-    def restore(self) -> None:
-        for sig, prev in self.previous.items():
-            signal.signal(sig, prev)
+    def act(self, signum: int, frame: FrameType | None) -> None:
+        raise _Interrupted(signum)
 
     def outermost(self) -> bool:
         """True unless an enclosing ``tracked_run`` installed the handlers we replaced."""
@@ -271,11 +230,6 @@ class _SignalGuard:
         """Handle signals as they come again, starting with one that came while deferred."""
         self.deferring = False
         self.check()
-
-
-def _signal_exit(signum: int) -> BaseException:
-    """The default outcome of a signal we intercepted: ``KeyboardInterrupt`` or exit ``128 + signum``."""
-    return KeyboardInterrupt() if signum == signal.SIGINT else SystemExit(128 + signum)
 
 
 _END_TAGS = ("end_reason", "error")  # why an earlier attempt of a resumed run ended; stale once it finishes
@@ -369,13 +323,13 @@ def tracked_run(
             _end_run(client, current, *_ending_for(exc))
         if outermost:
             guard.restore()
-            raise _signal_exit(exc.signum) from None
+            raise signal_exit(exc.signum) from None
         raise  # an enclosing tracked_run marks its own run KILLED, then exits
     finally:
         guard.restore()
         if guard.pending is not None:
             if outermost:
-                raise _signal_exit(guard.pending)
+                raise signal_exit(guard.pending)
             signal.raise_signal(guard.pending)  # hand it to the enclosing tracked_run's handler
 
 
