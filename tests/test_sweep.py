@@ -16,8 +16,10 @@ import pytest
 import yaml
 from datasets import DatasetDict
 
-from pipelines.sweep import crossovers, curves, epoch_rows, resolve_settings, stratified_indices
+from pipelines.sweep import resolve_settings
 from shared.config import ParamsError, materialize, parse_params
+from shared.sweep.curves import crossovers, curves
+from shared.sweep.subsets import epoch_rows, stratified_indices
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
