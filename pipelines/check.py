@@ -3,8 +3,10 @@
 The other stages list only the params keys they read, so with the pipeline up to date DVC runs none of
 them and a typo no stage reads (``definitely_not_a_key: 1``) would pass unseen. This stage always runs,
 validates every section (also those of domains not in ``domains``), and exits 2 naming the key. It then
-reconciles the MLflow store (stale RUNNING runs of dead processes), which a ``dvc repro`` served from the
-run cache would otherwise never do.
+points ``data/sources/<domain>`` at each domain's source (:func:`shared.data.domain.link_source`: the
+plugin's code, or the user's files), which the later stages depend on, and reconciles the MLflow store
+(stale RUNNING runs of dead processes), which a ``dvc repro`` served from the run cache would otherwise
+never do.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import sys
 from pipelines.common import reconcile_tracking, run_main
 from shared import paths
 from shared.config import ParamsError, load_params
+from shared.data.domain import link_source
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     except ParamsError as err:
         print(f"check: {err}", file=sys.stderr)
         return 2
+    for name in params.domains:  # the links dvc.yaml's stages depend on (plugin code, or the user's files)
+        link_source(params.domain_class(name)(params.domain(name)))
     reconcile_tracking()
     print(f"check: params valid (domains {params.domains}, sections {sorted(params.sections)})")
     return 0

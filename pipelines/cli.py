@@ -1,4 +1,4 @@
-"""The ``transferlab`` command: ``domains``, ``run``, ``compare``, ``ui``, ``arch``."""
+"""The ``transferlab`` command: ``domains``, ``regimes``, ``add``, ``run``, ``compare``, ``ui``, ``arch``."""
 
 from __future__ import annotations
 
@@ -19,12 +19,49 @@ def cmd_domains(args: argparse.Namespace) -> int:
     from shared.registry import get_domain, list_domains
 
     file = Path(args.params) if args.params else paths.params_file()
-    sections = load_params(file).sections if file.is_file() else {}
+    params = load_params(file) if file.is_file() else None
+    sections = params.sections if params is not None else {}
     for name in list_domains():
         cls = get_domain(name)
+        formats = getattr(cls, "formats", ())
+        if formats and name not in sections:  # a reader of your own data: see `transferlab add`
+            print(f"{name:14s} {cls.modality:6s} {'-':11s} {'-':9s} your own data, format: {', '.join(formats)}")
+            continue
         domain = cls(sections[name] if name in sections else cls.Params.model_validate({}))
         print(f"{name:14s} {cls.modality:6s} {domain.task:11s} {domain.primary_metric:9s} "
               f"datasets: {', '.join(cls.datasets)}")
+    for name in sorted(set(sections) - set(list_domains())):  # own-data sections
+        assert params is not None
+        cls = params.domain_class(name)
+        domain = cls(sections[name])
+        print(f"{name:14s} {cls.modality:6s} {domain.task:11s} {domain.primary_metric:9s} "
+              f"your data: {domain.params.data.format} {domain.params.data.path}")
+    return 0
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    """Inspect a folder or table and add it to params.yaml as a domain."""
+    from domains.own.add import add_domain
+
+    file = Path(args.params) if args.params else paths.params_file()
+    options = {"label_column": args.label_column, "text_column": args.text_column,
+               "group_column": args.group_column, "group_pattern": args.group_pattern,
+               "split_column": args.split_column, "positive_class": args.positive_class}
+    report = add_domain(args.name, Path(args.path), file, fmt=args.format, root=paths.root(), **options)
+    print(f"{args.name}: {len(report['classes'])} classes")
+    for label, count in sorted(report["classes"].items(), key=lambda kv: -kv[1]):
+        print(f"  {label:30s} {count}")
+    print(f"splits found: {report['splits']} (missing ones are derived by prepare)")
+    if "tokens" in report:
+        t = report["tokens"]
+        print(f"text length in tokens of the backbone: median {t['median']:.0f}, 95th percentile {t['p95']:.0f} "
+              f"(model.max_length {report['max_length']})")
+    else:
+        w, h = report["width"], report["height"]
+        print(f"image size: median {w['median']:.0f}x{h['median']:.0f}, 95th percentile {w['p95']:.0f}x{h['p95']:.0f}")
+    if report["dropped"]:
+        print(f"dropped: {report['dropped']}")
+    print(f"wrote section '{args.name}' to {file} and added it to domains; run `dvc repro`")
     return 0
 
 
@@ -43,9 +80,11 @@ def cmd_regimes(_: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """One (domain, regime) outside DVC, through the same stage code (missing inputs are built first)."""
     from pipelines import evaluate, extract, fetch, prepare, train
-    from shared.registry import get_domain, get_regime
+    from shared.config import load_params
+    from shared.registry import get_regime
 
-    get_domain(args.domain)  # unknown names fail here, before anything is fetched or written
+    # unknown names fail here, before anything is fetched or written
+    load_params(Path(args.params) if args.params else paths.params_file()).domain_class(args.domain)
     regime = get_regime(args.regime)
     common = ["--domain", args.domain] + (["--params", args.params] if args.params else [])
     if not paths.raw_dir(args.domain).exists():
@@ -98,6 +137,19 @@ def build_parser() -> argparse.ArgumentParser:
     domains.add_argument("--params", default=None)
     domains.set_defaults(func=cmd_domains)
     sub.add_parser("regimes", help="list registered regimes").set_defaults(func=cmd_regimes)
+    add = sub.add_parser("add", help="add your own image folder or table (csv/jsonl/parquet) as a domain")
+    add.add_argument("name", help="the domain's name (a params.yaml section; lower-case)")
+    add.add_argument("path", help="<path>/<class>/* or <path>/<split>/<class>/* images, or a table file")
+    add.add_argument("--format", choices=["imagefolder", "csv", "jsonl", "parquet"], default=None,
+                     help="default: imagefolder for a folder, else the file's suffix")
+    add.add_argument("--label-column", default=None)
+    add.add_argument("--text-column", default=None)
+    add.add_argument("--group-column", default=None, help="e.g. a patient id: splits never share a group")
+    add.add_argument("--group-pattern", default=None, help="regex over image file names; group 1 is the group")
+    add.add_argument("--split-column", default=None, help="values train / validation / test")
+    add.add_argument("--positive-class", default=None, help="binary tasks: the positive class")
+    add.add_argument("--params", default=None)
+    add.set_defaults(func=cmd_add)
     run = sub.add_parser("run", help="one (domain, regime) outside DVC")
     run.add_argument("domain")
     run.add_argument("--regime", required=True)

@@ -26,7 +26,7 @@ from shared.files.atomic import DiskFullError
 from shared.files.processes import pid_alive
 from shared.files.signals import SignalSection, signal_exit
 from shared.regimes.base import Regime
-from shared.registry import get_domain, get_regime
+from shared.registry import get_regime
 
 # Errors that mean bad input or a full disk, not a bug: one line and exit code 2 (``--debug``: traceback).
 EXPECTED_ERRORS: tuple[type[BaseException], ...] = (KeyError, ValueError, FileNotFoundError, DiskFullError)
@@ -103,7 +103,7 @@ def parse_stage(argv: list[str] | None, description: str, *, with_regime: bool =
     parser.add_argument("--params", default=None, help="params file (default: params.yaml at the root)")
     args = parser.parse_args(argv)
     params = load_params(args.params or paths.params_file())
-    cls = get_domain(args.domain)
+    cls = params.domain_class(args.domain)
     regime = getattr(args, "regime", None)
     if regime is not None:
         get_regime(regime)

@@ -26,7 +26,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 
-from shared.registry import get_domain, get_regime, list_domains, list_regimes
+from shared.registry import domain_class, get_regime, list_domains, list_regimes, section_format
 
 PosFloat = Annotated[float, Field(gt=0)]
 
@@ -135,6 +135,8 @@ class EvaluateParams(Strict):
     bootstrap: StrictInt = Field(default=1000, ge=0)
     threshold: Literal["youden", "target_sensitivity", "fixed"] = "youden"
     target_sensitivity: float = Field(default=0.9, gt=0, lt=1)
+    # the metric that selects (early stopping, best epoch, probe C) and ranks; None: the domain's own
+    primary_metric: Literal["accuracy", "macro_f1", "auroc", "auprc"] | None = None
 
 
 class DomainParams(Strict):
@@ -234,6 +236,10 @@ class ProjectParams(Strict):
             raise ParamsError(f"params.yaml has no section '{name}' (sections: {sorted(self.sections)})")
         return self.sections[name]
 
+    def domain_class(self, name: str) -> Any:
+        """The domain class of section ``name`` (a registered plugin, or an own-data domain)."""
+        return domain_class(name, section_format(self.domain(name)))
+
 
 def _format(err: ValidationError, path: Path, prefix: str) -> str:
     lines = []
@@ -246,8 +252,12 @@ def _format(err: ValidationError, path: Path, prefix: str) -> str:
 
 
 def validate_section(name: str, raw: Any, path: Path | str = "params.yaml") -> DomainParams:
-    """Validate one domain section with that domain's ``Params`` model."""
-    model = get_domain(name).Params
+    """Validate one domain section with that domain's ``Params`` model (an own-data section: the model of
+    the domain reading its ``data.format``)."""
+    try:
+        model = domain_class(name, section_format(raw)).Params
+    except LookupError as err:
+        raise ParamsError(f"{path}: {err}") from None
     try:
         return model.model_validate(raw)
     except ValidationError as err:
@@ -260,11 +270,12 @@ def parse_params(raw: Any, path: Path | str = "params.yaml") -> ProjectParams:
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
     top_keys = set(ProjectParams.model_fields) - {"sections"}
-    known = set(list_domains())
+    known = set(list_domains()) | {k for k, v in raw.items() if k not in top_keys and section_format(v)}
     unknown = [k for k in raw if k not in top_keys and k not in known]
     if unknown:
         raise ParamsError(
-            f"{path}: unknown key(s) {unknown}; allowed: {sorted(top_keys)} or a domain section {sorted(known)}"
+            f"{path}: unknown key(s) {unknown}; allowed: {sorted(top_keys)}, a domain section "
+            f"{sorted(known)}, or your own data: a section whose data names a format (imagefolder, csv, ...)"
         )
     top = {k: v for k, v in raw.items() if k in top_keys}
     sections = {k: validate_section(k, v, path) for k, v in raw.items() if k in known}

@@ -16,6 +16,12 @@ def raw_dir(domain: str) -> Path:
     return root() / "data" / "raw" / domain
 
 
+def source_link(domain: str) -> Path:
+    """A link to what the domain's stages read besides params and code (its plugin code, or the user's
+    files); a dependency of every stage of the domain."""
+    return root() / "data" / "sources" / domain
+
+
 def prepared_dir(domain: str) -> Path:
     """The prepared ``DatasetDict`` (``prepare`` out)."""
     return root() / "data" / "prepared" / domain

@@ -109,6 +109,11 @@ class Registry(Generic[T]):
         self.load()
         return sorted(self._classes)
 
+    def classes(self) -> list[T]:
+        """Registered classes, by name."""
+        self.load()
+        return [self._classes[n] for n in sorted(self._classes)]
+
     def get(self, name: str) -> T:
         """The class registered as ``name``; an unknown name lists the registered ones."""
         self.load()
@@ -141,6 +146,33 @@ list_domains = DOMAINS.names
 register_regime: Callable[[Any], Any] = REGIMES.register
 get_regime = REGIMES.get
 list_regimes = REGIMES.names
+
+
+_SECTION_CLASSES: dict[tuple[str, str], type[Domain]] = {}
+
+
+def section_format(raw: Any) -> str | None:
+    """``data.format`` of a raw params section, if it names one (an own-data section)."""
+    data = raw.get("data") if isinstance(raw, dict) else getattr(raw, "data", None)
+    value = data.get("format") if isinstance(data, dict) else getattr(data, "format", None)
+    return value if isinstance(value, str) else None
+
+
+def domain_class(name: str, data_format: str | None = None) -> type[Domain]:
+    """The class of the params section ``name``: the domain registered under that name, else (when the
+    section's ``data`` names a ``format``) the registered domain that reads that format (its ``formats``),
+    renamed ``name`` by its ``named`` class method. The same class object is returned for the same pair."""
+    if data_format is None or name in DOMAINS.names():
+        return DOMAINS.get(name)
+    key = (name, data_format)
+    if key not in _SECTION_CLASSES:
+        readers = [cls for cls in DOMAINS.classes() if data_format in getattr(cls, "formats", ())]
+        if not readers:
+            formats = sorted({f for cls in DOMAINS.classes() for f in getattr(cls, "formats", ())})
+            raise UnknownPluginError(f"section '{name}': no registered domain reads data.format "
+                                     f"{data_format!r}; formats: {formats}")
+        _SECTION_CLASSES[key] = readers[0].named(name)  # type: ignore[attr-defined]
+    return _SECTION_CLASSES[key]
 
 
 def load_entry_points() -> None:

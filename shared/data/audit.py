@@ -212,6 +212,8 @@ def attach_load_report(report: dict[str, Any], domain: object) -> dict[str, Any]
     extra = getattr(domain, "load_report", None) or {}
     report["quarantined"] = list(extra.get("quarantined", []))
     report["dropped"] = dict(extra.get("dropped", {}))
+    if "groups" in extra:  # own-data domains with a group key: distinct groups per split
+        report["groups"] = dict(extra["groups"])
     return report
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
+import os
 from pathlib import Path
-from typing import ClassVar, Generic, Literal, TypeVar
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 from datasets import DatasetDict
 
+from shared import paths
 from shared.config import DomainParams
 
 Modality = Literal["image", "text"]
@@ -38,6 +41,8 @@ class Domain(Generic[P]):
     def __init__(self, params: P) -> None:
         self.params: P = params
         self.task, self.primary_metric = self.task_for(params)
+        if params.evaluate.primary_metric is not None:
+            self.primary_metric = params.evaluate.primary_metric
 
     @classmethod
     def task_for(cls, params: P) -> tuple[Task, str]:
@@ -56,3 +61,25 @@ class Domain(Generic[P]):
     def load_splits(self, raw_dir: Path) -> DatasetDict:
         """Read the fetched raw files into a ``DatasetDict`` (see the class docstring)."""
         raise NotImplementedError
+
+    def source(self) -> Path:
+        """What this domain's stages depend on besides params and the project's code: the plugin's own code
+        (its package folder, or its module file), so editing an installed plugin re-runs its stages.
+        Own-data domains return the user's files. ``dvc.yaml`` reaches it through :func:`link_source`."""
+        file = Path(inspect.getfile(type(self))).resolve()
+        return file.parent if file.name == "__init__.py" else file
+
+
+def link_source(domain: Domain[Any]) -> Path:
+    """Point ``data/sources/<name>`` (:func:`shared.paths.source_link`, a dependency of every stage of the
+    domain in ``dvc.yaml``) at :meth:`Domain.source`; an up-to-date link is left alone. The ``check``
+    stage, which runs first in every ``dvc repro``, calls it for every domain of the run."""
+    link, target = paths.source_link(domain.name), domain.source()
+    if link.is_symlink() and Path(os.readlink(link)) == target:
+        return link
+    link.parent.mkdir(parents=True, exist_ok=True)
+    tmp = link.with_name(f".{link.name}.link-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+    return link

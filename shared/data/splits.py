@@ -99,3 +99,36 @@ def finalize_splits(dd: DatasetDict, data: DataParams, seed: int) -> DatasetDict
     out = DatasetDict({s: out[s] for s in SPLITS})
     check_splits(out)
     return out
+
+
+def holdout(labels: np.ndarray, fraction: float, seed: int, groups: np.ndarray | None = None
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Split positions ``0..n-1`` into (kept, held out), about ``fraction`` held out, stratified by label
+    and seeded. With ``groups`` no group is on both sides: scikit-learn's ``StratifiedGroupKFold`` with
+    ``round(1 / fraction)`` folds, the first fold held out (class shares kept as far as whole groups allow).
+    """
+    from sklearn.model_selection import StratifiedGroupKFold, train_test_split
+
+    positions = np.arange(len(labels))
+    if groups is None:
+        kept, held = train_test_split(positions, test_size=fraction, stratify=labels, random_state=seed)
+        return np.sort(kept), np.sort(held)
+    n_groups = len(np.unique(groups))
+    folds = min(max(2, round(1 / fraction)), n_groups)
+    if folds < 2:
+        raise DegenerateDataError(f"cannot hold out {fraction:.0%} of the items: they form a single group")
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    kept, held = next(splitter.split(positions, labels, groups))
+    return np.sort(kept), np.sort(held)
+
+
+def shared_groups(groups: dict[str, Sequence[str]]) -> dict[str, list[str]]:
+    """Groups found in more than one split: ``{"train/test": [group, ...]}`` (empty when disjoint)."""
+    names = list(groups)
+    out: dict[str, list[str]] = {}
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            both = sorted(set(groups[a]) & set(groups[b]))
+            if both:
+                out[f"{a}/{b}"] = both
+    return out

@@ -1,0 +1,118 @@
+"""``transferlab add NAME PATH``: inspect an image folder or a table, print what a user needs to know, and
+add it to ``params.yaml`` as an own-data domain (:mod:`domains.own`).
+
+The params file is edited as text (its comments stay): the section is appended, ``NAME`` is added to the
+one-line ``domains: [...]`` list, and the result is validated; on any error the file is left as it was.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from domains.own import OwnDomain, label_values, source_path
+from shared.config import ParamsError, load_params, parse_params, read_yaml
+from shared.data.domain import link_source
+from shared.registry import domain_class
+
+SUFFIX_FORMAT = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
+DOMAINS_LINE = re.compile(r"^domains:\s*\[(?P<items>[^\]]*)\]\s*(?P<comment>#.*)?$", re.MULTILINE)
+
+
+def guess_format(path: Path) -> str:
+    """``imagefolder`` for a folder, else by the file's suffix."""
+    if path.is_dir():
+        return "imagefolder"
+    if path.suffix.lower() in SUFFIX_FORMAT:
+        return SUFFIX_FORMAT[path.suffix.lower()]
+    raise ParamsError(f"{path}: cannot tell the format from the suffix {path.suffix!r}; give --format "
+                      f"(imagefolder, csv, jsonl, parquet)")
+
+
+def percentiles(values: list[int]) -> dict[str, float]:
+    """Median and 95th percentile."""
+    arr = np.asarray(values, dtype=float)
+    return {"median": float(np.median(arr)), "p95": float(np.percentile(arr, 95))}
+
+
+def inspect_domain(domain: OwnDomain, sample: int = 500) -> dict[str, Any]:
+    """Classes with counts, the splits found, and image sizes or text lengths in tokens of the backbone
+    (median and 95th percentile over up to ``sample`` items). Data that cannot be a classification task
+    raises, naming the classes or columns (see :mod:`domains.own`)."""
+    splits, label = domain.read()
+    out: dict[str, Any] = {
+        "classes": dict(Counter(v for ds in splits.values() for v in label_values(ds, label))),
+        "splits": {s: len(ds) for s, ds in splits.items()},
+        "dropped": dict(domain.load_report.get("dropped", {})),
+    }
+    train = splits["train"]
+    rows = train.select(range(min(sample, len(train))))
+    if domain.modality == "image":
+        from PIL import Image
+
+        sizes = []
+        for item in rows["image"]:
+            with Image.open(item["path"] or item["bytes"]) as img:
+                sizes.append(img.size)
+        out["width"], out["height"] = percentiles([w for w, _ in sizes]), percentiles([h for _, h in sizes])
+    else:
+        from shared.models import load_tokenizer
+
+        tokenizer = load_tokenizer(domain.params.model)
+        texts = [str(t) for t in rows[domain.params.data.text_column]]
+        out["tokens"] = percentiles([len(ids) for ids in tokenizer(texts)["input_ids"]])
+        out["max_length"] = domain.params.model.max_length
+    return out
+
+
+def section_for(path: Path, fmt: str, options: dict[str, Any], root: Path) -> dict[str, Any]:
+    """The params section: ``data`` with the format, the path (relative to the project when inside it) and
+    the given column options."""
+    resolved = path.expanduser().resolve()
+    try:
+        shown = str(resolved.relative_to(root.resolve()))
+    except ValueError:
+        shown = str(resolved)
+    data = {"format": fmt, "path": shown, **{k: v for k, v in options.items() if v is not None}}
+    return {"data": data}
+
+
+def add_domain(name: str, path: Path, params_file: Path, *, fmt: str | None = None, root: Path,
+               **options: Any) -> dict[str, Any]:
+    """Inspect ``path``, append the section ``name`` to ``params_file`` and list ``name`` in its
+    ``domains``; return the inspection. Nothing is written when anything fails."""
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+        raise ParamsError(f"domain name {name!r}: use lower-case letters, digits and '_' (it names stages)")
+    if not path.expanduser().exists():
+        raise ParamsError(f"{path}: no such file or folder")
+    raw = read_yaml(params_file)
+    if name in raw:
+        raise ParamsError(f"{params_file}: a section '{name}' exists already")
+    section = section_for(path, fmt or guess_format(path.expanduser()), options, root)
+    params = parse_params({**raw, name: section, "domains": [*raw.get("domains", []), name]}, params_file)
+    domain = domain_class(name, section["data"]["format"])(params.domain(name))
+    assert isinstance(domain, OwnDomain)
+    source_path(domain.params.data)
+    report = inspect_domain(domain)
+    text = params_file.read_text()
+    match = DOMAINS_LINE.search(text)
+    if match is None:
+        raise ParamsError(f"{params_file}: no one-line 'domains: [...]' list to add '{name}' to; add it by hand")
+    items = [i.strip() for i in match["items"].split(",") if i.strip()]
+    line = f"domains: [{', '.join([*items, name])}]" + (f"  {match['comment']}" if match["comment"] else "")
+    new = text[: match.start()] + line + text[match.end():]
+    new = new.rstrip("\n") + f"\n\n# added by `transferlab add {name} {path}`\n"
+    new += yaml.safe_dump({name: section}, sort_keys=False, default_flow_style=None)
+    params_file.write_text(new)
+    try:
+        checked = load_params(params_file)
+    except ParamsError:
+        params_file.write_text(text)
+        raise
+    link_source(checked.domain_class(name)(checked.domain(name)))
+    return report
