@@ -268,3 +268,81 @@ def test_killed_train_stage_resumes_bit_exact(tmp_path: Path) -> None:
     runs = client.search_runs([experiment.experiment_id], "tags.regime = 'full'", max_results=100)
     statuses = sorted(r.info.status for r in runs if r.data.tags.get("run_kind") != "pipeline")
     assert statuses == ["FINISHED", "KILLED"], statuses
+
+
+# --- your own data: a params section alone ------------------------------------------------------------
+
+OWN_DATA = {  # name -> (what make_* writes, the section's data)
+    "skin": ("flat", {"format": "imagefolder", "group_column": "patient", "validation_fraction": 0.25}),
+    "xr": ("splits", {"format": "imagefolder", "group_pattern": r"^(p\d+)_", "validation_fraction": 0.25}),
+    "notes": ("csv", {"format": "csv", "text_column": "note", "label_column": "specialty",
+                      "group_column": "patient_id"}),
+    "notes_jsonl": ("jsonl", {"format": "jsonl", "text_column": "note", "label_column": "specialty"}),
+    "notes_parquet": ("parquet", {"format": "parquet", "text_column": "note", "label_column": "specialty"}),
+}
+
+
+def own_project(tmp_path: Path, names: list[str], regimes: list[str]) -> tuple[Path, dict[str, Path]]:
+    """A project whose domains are generated image folders and tables, outside it, by section only."""
+    from shared.testing.own_data import make_image_folder, make_table
+
+    sources: dict[str, Path] = {}
+    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    raw = {k: raw[k] for k in ("seed", "sweep")}
+    raw.update(domains=names, regimes=regimes)
+    for name in names:
+        kind, data = OWN_DATA[name]
+        if kind in ("flat", "splits"):
+            sources[name] = make_image_folder(tmp_path / "user" / name, layout=kind, patients=24)  # type: ignore[arg-type]
+            model = {"image_size": 32, "extract_batch_size": 64}
+        else:
+            sources[name] = make_table(tmp_path / "user" / f"{name}.{kind}", kind, n=90)  # type: ignore[arg-type]
+            model = {"max_length": 32, "extract_batch_size": 64}
+        raw[name] = {"data": {**data, "path": str(sources[name])}, "model": model,
+                     "train": {"epochs": 1, "max_steps_per_epoch": 2, "batch_size": 8},
+                     "evaluate": {"bootstrap": 20}}
+    raw["sweep"]["domains"] = names[:1]
+    return make_project(tmp_path, materialize(parse_params(raw))), sources
+
+
+def e2e_own(tmp_path: Path, names: list[str], regimes: list[str]) -> None:
+    project, sources = own_project(tmp_path, names, regimes)
+    expected = {f"{s}@{d}" for s in ("fetch", "prepare", "extract") for d in names}
+    expected |= {f"{s}@{d}-{r}" for s in ("train", "evaluate") for d in names for r in regimes}
+    expected |= {"compare", "check"}
+    first = run(["dvc", "repro"], project, timeout=300 + 60 * len(expected))
+    assert stages_run(first) == expected
+    for name in names:
+        audit = json.loads((project / "reports" / "audit" / f"{name}.json").read_text())
+        assert sum(audit["sizes"].values()) > 0
+        for regime in regimes:
+            metrics = json.loads((project / "metrics" / name / f"{regime}.json").read_text())
+            assert metrics["domain"] == name and 0.0 <= metrics["test"]["accuracy"] <= 1.0
+    assert len(json.loads((project / "reports" / "comparison.json").read_text())) == len(names) * len(regimes)
+
+    again = run(["dvc", "repro"], project)
+    assert stages_run(again) == {"check"}, f"a no-op repro re-ran {stages_run(again)}"
+
+    # the user's files are a dependency: editing one image (or one table) makes its fetch stale, only its
+    edited = names[0]
+    source = sources[edited]
+    if source.is_dir():  # one image replaced by another one's bytes
+        first, second = sorted(source.rglob("*.png"))[:2]
+        first.write_bytes(second.read_bytes())
+    else:  # one row appended
+        source.write_bytes(source.read_bytes() + source.read_bytes().splitlines(keepends=True)[-1])
+    status = json.loads(run(["dvc", "status", "--json", "dvc.yaml"], project).stdout or "{}")
+    assert f"fetch@{edited}" in status, status
+    assert not {s for s in status if s.startswith(("fetch@", "prepare@")) and not s.endswith(f"@{edited}")}, status
+
+
+def test_own_data_end_to_end(tmp_path: Path) -> None:
+    """An image folder (metadata.csv patient column) and a CSV table (patient column) as domains: a params
+    section each, no plugin; the frozen probe end to end; editing one image makes fetch@skin stale."""
+    e2e_own(tmp_path, ["skin", "notes"], ["frozen"])
+
+
+@pytest.mark.slow
+def test_own_data_every_layout_and_format_end_to_end(tmp_path: Path) -> None:
+    """Flat and split image folders, CSV, JSONL and Parquet, with frozen and lora."""
+    e2e_own(tmp_path, list(OWN_DATA), ["frozen", "lora"])
