@@ -250,7 +250,7 @@ class OwnDomain(Domain[OwnParams]):
         if data.max_train_samples is not None and len(splits["train"]) > data.max_train_samples:
             train = splits["train"]
             labels = np.asarray(label_values(train, label_col))
-            kept, _ = holdout(labels, 1 - data.max_train_samples / len(train), SPLIT_SEED)
+            kept, _ = holdout(labels, len(train) - data.max_train_samples, SPLIT_SEED)
             splits["train"] = train.select(kept)  # before any image is decoded
         self.load_report["groups"] = {s: (None if (g := self.groups_of(splits[s], where)) is None
                                           else len(set(g.tolist()))) for s in SPLITS}

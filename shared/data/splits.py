@@ -101,18 +101,20 @@ def finalize_splits(dd: DatasetDict, data: DataParams, seed: int) -> DatasetDict
     return out
 
 
-def holdout(labels: np.ndarray, fraction: float, seed: int, groups: np.ndarray | None = None
+def holdout(labels: np.ndarray, size: float | int, seed: int, groups: np.ndarray | None = None
             ) -> tuple[np.ndarray, np.ndarray]:
-    """Split positions ``0..n-1`` into (kept, held out), about ``fraction`` held out, stratified by label
-    and seeded. With ``groups`` no group is on both sides: scikit-learn's ``StratifiedGroupKFold`` with
-    ``round(1 / fraction)`` folds, the first fold held out (class shares kept as far as whole groups allow).
+    """Split positions ``0..n-1`` into (kept, held out), stratified by label and seeded: ``size`` items held
+    out (an int), or that share (a float; scikit-learn's rounding). With ``groups`` no group is on both sides:
+    scikit-learn's ``StratifiedGroupKFold`` with ``round(1 / share)`` folds, the first fold held out (class
+    shares and the size kept as far as whole groups allow).
     """
     from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
     positions = np.arange(len(labels))
     if groups is None:
-        kept, held = train_test_split(positions, test_size=fraction, stratify=labels, random_state=seed)
+        kept, held = train_test_split(positions, test_size=size, stratify=labels, random_state=seed)
         return np.sort(kept), np.sort(held)
+    fraction = size / len(labels) if isinstance(size, int) else size
     n_groups = len(np.unique(groups))
     folds = min(max(2, round(1 / fraction)), n_groups)
     if folds < 2:
