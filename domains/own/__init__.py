@@ -39,12 +39,15 @@ from __future__ import annotations
 import re
 import tempfile
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 from datasets import Dataset, DatasetDict, load_dataset
 from datasets import Image as ImageFeature
+from datasets.utils import logging as datasets_logging
 from pydantic import Field, field_validator, model_validator
 
 from shared import paths
@@ -115,6 +118,18 @@ class OwnParams(DomainParams):
             if isinstance(given, dict):
                 raw = {**raw, "model": {**DEFAULT_MODEL[modality], **given}}
         return raw
+
+
+@contextmanager
+def quiet_builders() -> Iterator[None]:
+    """No ``datasets`` progress bars while a builder reads the user's files (restored afterwards)."""
+    enabled = datasets_logging.is_progress_bar_enabled()
+    datasets_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            datasets_logging.enable_progress_bar()
 
 
 def source_path(data: OwnData) -> Path:
@@ -294,7 +309,7 @@ class ImageFolder(OwnDomain):
     def read(self) -> tuple[dict[str, Dataset], str]:
         data = self.params.data
         root = source_path(data)
-        with tempfile.TemporaryDirectory(prefix="imagefolder-") as cache:
+        with tempfile.TemporaryDirectory(prefix="imagefolder-") as cache, quiet_builders():
             try:
                 dd = load_dataset("imagefolder", data_dir=str(root), drop_labels=False, cache_dir=cache)
             except (FileNotFoundError, ValueError) as err:
@@ -370,7 +385,7 @@ class Table(OwnDomain):
         for file in files:
             if data.format in ("csv", "jsonl"):
                 check_utf8(file)
-        with tempfile.TemporaryDirectory(prefix="table-") as cache:
+        with tempfile.TemporaryDirectory(prefix="table-") as cache, quiet_builders():
             try:
                 ds = load_dataset(BUILDER[data.format], data_files=[str(f) for f in files], split="train",
                                   cache_dir=cache)

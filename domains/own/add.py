@@ -22,6 +22,7 @@ from shared.registry import domain_class
 
 SUFFIX_FORMAT = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
 DOMAINS_LINE = re.compile(r"^domains:\s*\[(?P<items>[^\]]*)\]\s*(?P<comment>#.*)?$", re.MULTILINE)
+DOMAINS_BLOCK = re.compile(r"^domains:[ \t]*(#.*)?\n(?P<items>(?:[ \t]*- .*\n)+)", re.MULTILINE)
 
 
 def guess_format(path: Path) -> str:
@@ -65,9 +66,25 @@ def inspect_domain(domain: OwnDomain, sample: int = 500) -> dict[str, Any]:
 
         tokenizer = load_tokenizer(domain.params.model)
         texts = [str(t) for t in rows[domain.params.data.text_column]]
-        out["tokens"] = percentiles([len(ids) for ids in tokenizer(texts)["input_ids"]])
+        lengths = [len(ids) for ids in tokenizer(texts, verbose=False)["input_ids"]]  # untruncated
+        out["tokens"] = percentiles(lengths)
         out["max_length"] = domain.params.model.max_length
     return out
+
+
+def with_domain(text: str, name: str, where: Path) -> str:
+    """``text`` (a params file) with ``name`` appended to its ``domains`` list, one-line or block style."""
+    match = DOMAINS_LINE.search(text)
+    if match is not None:
+        items = [i.strip() for i in match["items"].split(",") if i.strip()]
+        line = f"domains: [{', '.join([*items, name])}]" + (f"  {match['comment']}" if match["comment"] else "")
+        return text[: match.start()] + line + text[match.end():]
+    block = DOMAINS_BLOCK.search(text)
+    if block is None:
+        raise ParamsError(f"{where}: no 'domains:' list to add '{name}' to; add it by hand")
+    last = block["items"].splitlines()[-1]
+    indent = last[: len(last) - len(last.lstrip())]
+    return text[: block.end()] + f"{indent}- {name}\n" + text[block.end():]
 
 
 def section_for(path: Path, fmt: str, options: dict[str, Any], root: Path) -> dict[str, Any]:
@@ -100,12 +117,7 @@ def add_domain(name: str, path: Path, params_file: Path, *, fmt: str | None = No
     source_path(domain.params.data)
     report = inspect_domain(domain)
     text = params_file.read_text()
-    match = DOMAINS_LINE.search(text)
-    if match is None:
-        raise ParamsError(f"{params_file}: no one-line 'domains: [...]' list to add '{name}' to; add it by hand")
-    items = [i.strip() for i in match["items"].split(",") if i.strip()]
-    line = f"domains: [{', '.join([*items, name])}]" + (f"  {match['comment']}" if match["comment"] else "")
-    new = text[: match.start()] + line + text[match.end():]
+    new = with_domain(text, name, params_file)
     new = new.rstrip("\n") + f"\n\n# added by `transferlab add {name} {path}`\n"
     new += yaml.safe_dump({name: section}, sort_keys=False, default_flow_style=None)
     params_file.write_text(new)

@@ -232,8 +232,9 @@ def test_add_writes_the_section_keeps_comments_and_refuses_bad_data(tmp_path: Pa
 
 def test_add_reports_token_lengths_of_the_default_backbone(tmp_path: Path) -> None:
     params = tmp_path / "params.yaml"
-    params.write_text("domains: [nlp]\nregimes: [frozen]\nnlp: {}\n")
+    params.write_text("domains:\n- nlp\nregimes: [frozen]\nnlp: {}\n")  # a block-style list too
     table = make_table(tmp_path / "notes.csv", "csv")
     report = add_domain("notes", table, params, root=tmp_path, **NOTE)
     assert report["tokens"]["median"] > 5 and report["max_length"] == 128
+    assert parse_params(__import__("yaml").safe_load(params.read_text())).domains == ["nlp", "notes"]
     assert np.isclose(sum(report["classes"].values()), 60)
