@@ -59,9 +59,22 @@ def make_split(inputs: Sequence[Any], labels: Sequence[Any], label_map: ClassLab
 
 
 def _stratified_take(ds: Dataset, n: int, seed: int) -> Dataset:
+    """``n`` items of ``ds``, stratified and seeded: ``datasets``' stratified split, or (when a class has a
+    single item, which it refuses) a proportional allocation per class, largest remainders first."""
     if n >= len(ds):
         return ds
-    return ds.train_test_split(train_size=n, stratify_by_column="label", seed=seed)["train"]
+    try:
+        return ds.train_test_split(train_size=n, stratify_by_column="label", seed=seed)["train"]
+    except ValueError:
+        labels = np.asarray(ds["label"])
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    exact = n * counts / len(labels)
+    take = np.floor(exact).astype(int)
+    for i in np.argsort(-(exact - take), kind="stable")[: n - int(take.sum())]:
+        take[i] += 1
+    chosen = [rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, take, strict=True)]
+    return ds.select(np.sort(np.concatenate(chosen)))
 
 
 def check_splits(dd: DatasetDict) -> None:
