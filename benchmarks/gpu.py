@@ -65,7 +65,7 @@ def _time_steps(step: Callable[[], Any], warmup: int, steps: int, device: torch.
 def ours(backbone: str, image_size: int, batch: int, warmup: int, steps: int, num_classes: int,
          device: torch.device) -> dict[str, Any]:
     """Images/s through shared.training.loop's step (see the module docstring)."""
-    train = TrainParams(mixed_precision="bf16" if device.type == "cuda" else "no", channels_last=True,
+    train = TrainParams(precision="bf16" if device.type == "cuda" else "fp32", channels_last=True,
                         batch_size=batch)
     dp = DomainParams(data=DataParams(dataset="synthetic"), train=train,
                       model=ModelParams(backbone=backbone, pretrained=False, image_size=image_size))
@@ -88,7 +88,7 @@ def ours(backbone: str, image_size: int, batch: int, warmup: int, steps: int, nu
 
     seconds = _time_steps(step, warmup, steps, accelerator.device)
     return {"images_per_s": batch * steps / seconds, "step_ms": 1000 * seconds / steps,
-            "peak_memory_mb": _peak_mb(accelerator.device), "mixed_precision": accelerator.mixed_precision}
+            "peak_memory_mb": _peak_mb(accelerator.device), "precision": accelerator.mixed_precision}
 
 
 def reference(backbone: str, image_size: int, batch: int, warmup: int, steps: int, num_classes: int,

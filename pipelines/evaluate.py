@@ -18,7 +18,8 @@ from shared.files.atomic import write_json
 from shared.reporting import write_history_csv
 from shared.tracking import log_metrics, tracked_run
 
-SUMMARY_KEYS = ("trainable_params", "total_params", "train_seconds", "peak_memory_mb", "train_samples_per_second")
+SUMMARY_KEYS = ("trainable_params", "total_params", "train_seconds", "peak_memory_mb", "train_samples_per_second",
+                "precision", "precision_reason", "precision_fp32_step_seconds", "precision_bf16_step_seconds")
 
 
 def scalar_metrics(split: str, metrics: dict[str, Any]) -> dict[str, float]:
@@ -59,7 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         with tracked_run(domain.name, f"{domain.name}-{regime}", tags=stage.tags("evaluate"),
                          run_id=info["run_id"]):
             log_metrics({**scalar_metrics("test", result["test"]), **scalar_metrics("val", result["validation"]),
-                         **{k: float(info[k]) for k in SUMMARY_KEYS if info.get(k) is not None}})
+                         **{k: float(info[k]) for k in SUMMARY_KEYS
+                            if isinstance(info.get(k), (int, float)) and not isinstance(info.get(k), bool)}})
+            if info.get("precision"):  # which precision trained it, and why (shared/training/precision.py)
+                mlflow.set_tags({"precision": info["precision"], "precision_reason": info.get("precision_reason", "")})
             mlflow.log_artifact(str(paths.metrics_file(domain.name, regime)))
             mlflow.log_artifact(str(model_dir / "predictions.safetensors"), artifact_path="predictions")
             for figure in figures:

@@ -128,3 +128,18 @@ def mlflow_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return uri
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _precision_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Measured precision choices (``train.precision: auto``) go to a cache of this test session, never the
+    user's ``~/.cache/transferlab`` (stage subprocesses inherit the variable)."""
+    import os
+
+    old = os.environ.get("TRANSFERLAB_CACHE")
+    os.environ["TRANSFERLAB_CACHE"] = str(tmp_path_factory.mktemp("transferlab-cache"))
+    yield
+    if old is None:
+        os.environ.pop("TRANSFERLAB_CACHE", None)
+    else:
+        os.environ["TRANSFERLAB_CACHE"] = old

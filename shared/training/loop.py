@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator, PartialState
+from accelerate.state import AcceleratorState
 from accelerate.utils import DataLoaderConfiguration, DynamoBackend
 from torch import nn
 from torch.utils.data import DataLoader
@@ -40,6 +41,7 @@ from shared.evaluation.metrics import selection_score
 from shared.regimes.base import Penalty
 from shared.regimes.finetune import set_train_mode
 from shared.training.callbacks import Callback, EarlyStopping, Epoch, FitResult, KeepBest, LoopState, state_copy
+from shared.training.precision import Precision
 
 
 class DivergenceError(RuntimeError):
@@ -69,15 +71,28 @@ def distributed_state(cpu: bool = False) -> PartialState:
     return PartialState(cpu=_use_cpu(cpu))
 
 
-def make_accelerator(train: TrainParams, cpu: bool = False) -> Accelerator:
-    """An Accelerator: bf16 autocast on a GPU when ``mixed_precision: auto``, fp32 on the CPU.
+def training_device(cpu: bool = False) -> torch.device:
+    """The device :func:`make_accelerator` will use (known before the Accelerator exists)."""
+    return torch.device("cuda" if torch.cuda.is_available() and not _use_cpu(cpu) else "cpu")
+
+
+def make_accelerator(train: TrainParams, cpu: bool = False, precision: Precision | None = None) -> Accelerator:
+    """An Accelerator in ``precision`` (bf16 autocast or fp32); without one, ``train.precision`` with
+    ``auto`` read as bf16 on a GPU and fp32 on the CPU (:func:`shared.training.precision.choose_precision`
+    measures instead).
 
     On CUDA, batches are copied to the device without blocking (the loaders pin memory).
     """
     cpu = _use_cpu(cpu)
-    mixed = train.mixed_precision
-    if mixed == "auto":
-        mixed = "bf16" if torch.cuda.is_available() and not cpu else "no"
+    if precision is None:
+        auto: Precision = "bf16" if training_device(cpu).type == "cuda" else "fp32"
+        precision = auto if train.precision == "auto" else train.precision
+    mixed = "bf16" if precision == "bf16" else "no"
+    current = AcceleratorState._shared_state.get("_mixed_precision")  # None until an Accelerator exists
+    if current is not None and str(current) != mixed:
+        # one process training several models (the sweep, tests) in different precisions: accelerate keeps
+        # one precision per process, so its state is reset (the distributed state stays)
+        AcceleratorState._reset_state(reset_partial_state=False)
     kwargs: dict[str, Any] = {}
     if torch.cuda.is_available() and not cpu:
         kwargs["dataloader_config"] = DataLoaderConfiguration(non_blocking=True)

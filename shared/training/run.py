@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from shared.data.loaders import make_dataset, make_loader
+from shared.data.loaders import make_dataset, make_loader, split_batch
 from shared.evaluation.predictions import Predictions
 from shared.files.atomic import write_safetensors
 from shared.models import aux_loss_weight, build_model, load_tokenizer
@@ -24,7 +24,8 @@ from shared.regimes.finetune import count_parameters
 from shared.tracking import log_metrics
 from shared.training.callbacks import Callback, Checkpointing, LogEpochs
 from shared.training.checkpoint import seed_everything
-from shared.training.loop import fit, make_accelerator, predict, use_channels_last
+from shared.training.loop import fit, make_accelerator, predict, training_device, use_channels_last
+from shared.training.precision import choose_precision
 
 
 def class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -58,7 +59,15 @@ def train_network(regime: NetworkRegime[Any], ctx: RegimeContext, out: Path | No
     weights = class_weights(labels, num_classes)
     sample_weights = torch.as_tensor(weights[labels]) if train.loss_weighting == "balanced_sampling" else None
     loss_weights = torch.as_tensor(weights, dtype=torch.float32) if train.loss_weighting == "class_weighted" else None
-    accelerator = make_accelerator(train)
+    def first_batch() -> tuple[Any, torch.Tensor]:  # what ``auto`` times: the train split's first batch
+        batch = next(iter(make_loader(datasets["train"], train.batch_size, tokenizer=tokenizer)))
+        return split_batch(batch)
+
+    precision = choose_precision(train.precision, device=training_device(), model=network, batch=first_batch,
+                                 key={"backbone": dp.model.backbone, "regime": regime.name,
+                                      "image_size": dp.model.image_size, "max_length": dp.model.max_length,
+                                      "batch_size": train.batch_size})
+    accelerator = make_accelerator(train, precision=precision.precision)
     loader_kw = {"tokenizer": tokenizer, "num_workers": train.num_workers,
                  "pin_memory": accelerator.device.type == "cuda"}
     train_loader = make_loader(datasets["train"], train.batch_size, shuffle=True, generator=generator,
@@ -90,7 +99,7 @@ def train_network(regime: NetworkRegime[Any], ctx: RegimeContext, out: Path | No
     info.update(trainable_params=trainable, total_params=total, train_seconds=result.train_seconds,
                 train_samples_per_second=result.samples_per_second, peak_memory_mb=result.peak_memory_mb,
                 best_epoch=result.best_epoch + 1, epochs_run=len(result.history), history=result.history,
-                device=str(accelerator.device), processes=accelerator.num_processes)
+                device=str(accelerator.device), processes=accelerator.num_processes, **precision.record())
     return Predictions(val_probs, val_labels, test_probs, test_labels), info
 
 

@@ -1,0 +1,143 @@
+"""The numeric precision of training: fp32, bf16 autocast, or ``auto`` (measured on the CPU).
+
+CPUs with bf16 matrix units (Intel AMX ``amx_bf16``, ``avx512_bf16`` on Intel and AMD Zen 4) run bf16
+autocast through oneDNN, which is several times faster for a BERT-style encoder and *slower* for
+depthwise-convolution networks such as EfficientNet-Lite. So ``auto`` on the CPU times a few real
+training steps of the actual model at the actual batch shape in each precision and keeps bf16 only when
+it is at least :data:`SPEEDUP` times faster. The decision is cached per (backbone, input shape, CPU
+flags, torch version) in :func:`cache_file`, outside the DVC outputs. Without bf16 units ``auto`` is
+fp32 without measuring; on CUDA it is bf16 (the GPU path). The loss, the metrics and the probe are never
+autocast (``shared.training.loop`` computes the loss in fp32 from the logits).
+
+The timing steps run on a deep copy of the model with its own optimizer, and every RNG stream is
+restored afterwards, so the run that follows is bit for bit the run without the measurement.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from shared.files.atomic import write_json
+from shared.training.checkpoint import capture_rng_state, restore_rng_state
+
+Precision = Literal["fp32", "bf16"]
+SPEEDUP = 1.15  # bf16 must be at least this much faster to be chosen
+TIMED_STEPS = 3  # after one warm-up step
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """The precision a run uses, why, and the measured seconds per training step (when measured)."""
+
+    precision: Precision
+    reason: Literal["asked", "cuda", "no bf16 units", "measured", "cached"]
+    fp32_step_seconds: float | None = None
+    bf16_step_seconds: float | None = None
+
+    def record(self) -> dict[str, Any]:
+        """For the run's metrics JSON and MLflow params."""
+        return {f"precision_{k}" if k != "precision" else k: v for k, v in asdict(self).items()}
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from ``/proc/cpuinfo`` (empty where there is none)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.partition(":")[2].split())
+    return set()
+
+
+def cache_file() -> Path:
+    """Where measured decisions are kept: ``$TRANSFERLAB_CACHE/precision.json`` (default
+    ``~/.cache/transferlab``)."""
+    root = os.environ.get("TRANSFERLAB_CACHE") or Path.home() / ".cache" / "transferlab"
+    return Path(root) / "precision.json"
+
+
+def step_seconds(model: nn.Module, inputs: Any, labels: torch.Tensor, bf16: bool, steps: int = TIMED_STEPS
+                 ) -> float:
+    """Median seconds of one AdamW training step (forward, fp32 loss, backward, update) of a copy of
+    ``model`` on one batch, with bf16 CPU autocast or without; the model and RNG streams are untouched."""
+    rng = capture_rng_state()
+    trial = copy.deepcopy(model)
+    trial.train()
+    optimizer = torch.optim.AdamW([p for p in trial.parameters() if p.requires_grad], lr=1e-6)
+    times = []
+    try:
+        for _ in range(steps + 1):
+            t0 = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                outputs = trial(inputs)
+            logits = outputs[0] if isinstance(outputs, (tuple, list)) else outputs
+            loss = F.cross_entropy(logits.float(), labels)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            times.append(time.perf_counter() - t0)
+    finally:
+        restore_rng_state(rng)
+    return statistics.median(times[1:])
+
+
+Timer = Callable[[nn.Module, Any, torch.Tensor, bool], float]
+
+
+def choose_precision(requested: Literal["fp32", "bf16", "auto"], *, device: torch.device,
+                     model: nn.Module | None = None, batch: Callable[[], tuple[Any, torch.Tensor]] | None = None,
+                     key: Mapping[str, Any] | None = None, flags: set[str] | None = None,
+                     timer: Timer = step_seconds, cache: Path | None = None) -> PrecisionChoice:
+    """The precision to train in: ``requested`` unless it is ``auto`` (see the module docstring).
+
+    ``model`` and ``batch`` (a function giving inputs and labels, called only when measuring) are what
+    ``auto`` times; ``key`` names the model and input shape for the cache (CPU flags and the torch version
+    are added).
+    """
+    if requested != "auto":
+        return PrecisionChoice(requested, "asked")
+    if device.type == "cuda":
+        return PrecisionChoice("bf16", "cuda")
+    flags = cpu_flags() if flags is None else flags
+    units = sorted(f for f in BF16_FLAGS if f in flags)
+    if not units:
+        return PrecisionChoice("fp32", "no bf16 units")
+    if model is None or batch is None:
+        raise ValueError("precision auto on a CPU with bf16 units needs a model and a batch to time")
+    cache = cache_file() if cache is None else cache
+    entry = json.dumps({**(key or {}), "cpu_bf16": units, "torch": torch.__version__}, sort_keys=True)
+    known: dict[str, Any] = {}
+    if cache.is_file():
+        try:
+            known = json.loads(cache.read_text())
+        except (OSError, ValueError):
+            known = {}  # an unreadable cache is measured again and rewritten
+    if entry in known:
+        hit = known[entry]
+        return PrecisionChoice(hit["precision"], "cached", hit["fp32_step_seconds"], hit["bf16_step_seconds"])
+    rng = capture_rng_state()  # drawing the batch (augmentation) must not move the run's RNG streams
+    try:
+        inputs, labels = batch()
+    finally:
+        restore_rng_state(rng)
+    fp32 = timer(model, inputs, labels, False)
+    bf16 = timer(model, inputs, labels, True)
+    choice = PrecisionChoice("bf16" if fp32 >= SPEEDUP * bf16 else "fp32", "measured", fp32, bf16)
+    known[entry] = {"precision": choice.precision, "fp32_step_seconds": fp32, "bf16_step_seconds": bf16}
+    write_json(cache, known)
+    return choice

@@ -1,0 +1,105 @@
+"""Training precision (shared/training/precision.py): ``auto`` keeps bf16 only where it measures faster,
+falls back to fp32 without bf16 units, caches and records its choice; the timing leaves the run alone;
+a ``precision: bf16`` run trains and reports finite metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from datasets import DatasetDict
+
+from shared.config import DataParams, DomainParams, ModelParams, TrainParams
+from shared.registry import get_regime
+from shared.testing.regimes import tiny_context
+from shared.training import run as training_run
+from shared.training.precision import SPEEDUP, choose_precision, step_seconds
+
+CPU = torch.device("cpu")
+AMX = {"fpu", "avx512f", "amx_bf16", "amx_tile"}
+
+
+def tiny_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 1, 0, 1])
+
+
+def timer_with(fp32: float, bf16: float, calls: list[bool]) -> Any:
+    def timer(model: Any, inputs: Any, labels: Any, use_bf16: bool) -> float:
+        calls.append(use_bf16)
+        return bf16 if use_bf16 else fp32
+    return timer
+
+
+@pytest.mark.parametrize(("fp32", "bf16", "expected"), [
+    (1.0, 1.0 / (SPEEDUP + 0.05), "bf16"),   # fast enough
+    (1.0, 1.0 / (SPEEDUP - 0.05), "fp32"),   # faster, but below the 1.15x bar
+    (1.0, 2.5, "fp32"),                      # slower (EfficientNet's depthwise convolutions on AMX)
+])
+def test_auto_keeps_bf16_only_when_it_measures_fast_enough(tmp_path: Path, fp32: float, bf16: float,
+                                                           expected: str) -> None:
+    calls: list[bool] = []
+    choice = choose_precision("auto", device=CPU, model=torch.nn.Linear(2, 2), batch=tiny_batch, key={"m": 1},
+                              flags=AMX, timer=timer_with(fp32, bf16, calls), cache=tmp_path / "p.json")
+    assert (choice.precision, choice.reason) == (expected, "measured") and sorted(calls) == [False, True]
+    assert (choice.fp32_step_seconds, choice.bf16_step_seconds) == (fp32, bf16)
+    record = choice.record()
+    assert record["precision"] == expected and record["precision_fp32_step_seconds"] == fp32
+
+
+def test_the_choice_is_cached_per_key_and_cpu(tmp_path: Path) -> None:
+    cache, calls = tmp_path / "p.json", []
+    timer = timer_with(1.0, 0.2, calls)
+    first = choose_precision("auto", device=CPU, model=torch.nn.Linear(2, 2), batch=tiny_batch, key={"m": 1},
+                             flags=AMX, timer=timer, cache=cache)
+    again = choose_precision("auto", device=CPU, model=torch.nn.Linear(2, 2), batch=tiny_batch, key={"m": 1},
+                             flags=AMX, timer=timer, cache=cache)
+    assert (first.reason, again.reason, again.precision, len(calls)) == ("measured", "cached", "bf16", 2)
+    other = choose_precision("auto", device=CPU, model=torch.nn.Linear(2, 2), batch=tiny_batch, key={"m": 2},
+                             flags=AMX, timer=timer, cache=cache)
+    assert other.reason == "measured" and len(calls) == 4  # another model / shape is measured anew
+
+
+def test_without_bf16_units_auto_is_fp32_and_measures_nothing(tmp_path: Path) -> None:
+    """The flag check forced off (an AMD EPYC without AVX512-BF16, say): no timing, fp32."""
+    def never(*args: Any) -> float:
+        raise AssertionError("timed on a CPU without bf16 units")
+
+    choice = choose_precision("auto", device=CPU, model=torch.nn.Linear(2, 2), batch=tiny_batch,
+                              flags={"fpu", "avx2"}, timer=never, cache=tmp_path / "p.json")
+    assert (choice.precision, choice.reason) == ("fp32", "no bf16 units")
+    assert not (tmp_path / "p.json").exists()
+    assert choose_precision("bf16", device=CPU).reason == "asked"
+    assert choose_precision("auto", device=torch.device("cuda")).precision == "bf16"
+
+
+def test_timing_leaves_the_model_and_the_rng_streams_alone() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Dropout(0.5), torch.nn.Linear(3 * 32 * 32, 2))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    inputs, labels = tiny_batch()
+    for bf16 in (False, True):
+        assert step_seconds(model, inputs, labels, bf16, steps=1) > 0
+    assert torch.equal(torch.rand(3), expected)  # dropout in the timed steps drew nothing from the run's stream
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_a_bf16_run_trains_and_reports_finite_metrics(tmp_path: Path, image_dd: DatasetDict,
+                                                      tiny_image_params: ModelParams,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(training_run, "log_metrics", lambda *args, **kwargs: None)  # no MLflow run here
+    dp = DomainParams(data=DataParams(dataset="tiny"), model=tiny_image_params,
+                      train=TrainParams(epochs=1, batch_size=8, precision="bf16"))
+    regime = get_regime("full").for_domain(dp)
+    ctx = tiny_context(dp, "image", image_dd, tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    preds, info = training_run.run_regime(regime, ctx, out)
+    assert (info["precision"], info["precision_reason"]) == ("bf16", "asked")
+    assert np.isfinite(info["history"][0]["train_loss"]) and np.isfinite(preds.test_probs).all()
+
