@@ -240,7 +240,7 @@ class ProjectParams(Strict):
 
     def domain_class(self, name: str) -> Any:
         """The domain class of section ``name`` (a registered plugin, or an own-data domain)."""
-        return domain_class(name, section_format(self.domain(name)))
+        return domain_class(name, section_format(self.sections[name]) if name in self.sections else None)
 
 
 def _format(err: ValidationError, path: Path, prefix: str) -> str:

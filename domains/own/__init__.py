@@ -282,6 +282,7 @@ class ImageFolder(OwnDomain):
     name: ClassVar[str] = "imagefolder"
     modality: ClassVar[Modality] = "image"
     formats: ClassVar[tuple[str, ...]] = ("imagefolder",)
+    datasets: ClassVar[tuple[str, ...]] = formats
 
     @classmethod
     def classes(cls, params: OwnParams) -> list[str]:
@@ -368,6 +369,7 @@ class Table(OwnDomain):
     name: ClassVar[str] = "table"
     modality: ClassVar[Modality] = "text"
     formats: ClassVar[tuple[str, ...]] = ("csv", "jsonl", "parquet")
+    datasets: ClassVar[tuple[str, ...]] = formats
 
     @classmethod
     def classes(cls, params: OwnParams) -> list[str]:

@@ -74,6 +74,12 @@ def check_class(cls: type[Domain]) -> DomainParams:
         _fail(cls, f"primary_metric {cls.primary_metric!r} is not a known metric {sorted(METRICS)}")
     if not (isinstance(cls.Params, type) and issubclass(cls.Params, DomainParams)):
         _fail(cls, f"Params must be a subclass of shared.config.DomainParams, got {cls.Params!r}")
+    formats = getattr(cls, "formats", ())
+    if formats:  # a reader of the user's own data (domains/own): no defaults without a path; a minimal section
+        try:
+            return cls.Params.model_validate({"data": {"format": formats[0], "path": "."}})
+        except ValidationError as err:
+            _fail(cls, f"Params must validate a minimal own-data section (data: format, path): {err}")
     try:
         params = cls.Params.model_validate({})
     except ValidationError as err:

@@ -16,7 +16,7 @@ import shared.registry as registry
 from shared.data.domain import Domain
 from shared.registry import ENTRY_POINT_GROUP, UnknownDomainError, get_domain, list_domains, register_domain
 
-BUILT_IN = ["dermatology", "ehr", "nlp", "vision", "xray"]
+BUILT_IN = ["dermatology", "ehr", "imagefolder", "nlp", "table", "vision", "xray"]  # + the own-data readers
 PLUGIN_SOURCE = '''
 from typing import ClassVar
 
