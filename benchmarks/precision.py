@@ -1,9 +1,9 @@
 """fp32 vs bf16 autocast vs ``auto`` on the CPU for every default backbone at the domains' input sizes.
 
 For each case (EfficientNet-Lite0 at the image domains' sizes, MiniLM-L6 at the text domains' lengths,
-real pretrained weights, all parameters trainable): the median seconds of a training step (AdamW, batch of
+real pretrained weights, all parameters trainable): the seconds of the fastest training step (AdamW, batch of
 the domain's ``train.batch_size``), of an extraction forward (the frozen features, ``extract_batch_size``)
-and of an evaluation forward (logits, twice the batch), in fp32 and in bf16 autocast, and what
+and of an evaluation forward (logits, twice the batch; median of 3), in fp32 and in bf16 autocast, and what
 ``train.precision: auto`` (:func:`shared.training.precision.choose_precision`) picks from its own timing.
 Writes ``benchmarks/results/precision.json`` with the CPU model and its bf16 flags.
 """

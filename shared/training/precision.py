@@ -3,11 +3,12 @@
 CPUs with bf16 matrix units (Intel AMX ``amx_bf16``, ``avx512_bf16`` on Intel and AMD Zen 4) run bf16
 autocast through oneDNN, which is several times faster for a BERT-style encoder and *slower* for
 depthwise-convolution networks such as EfficientNet-Lite. So ``auto`` on the CPU times a few real
-training steps of the actual model at the actual batch shape in each precision and keeps bf16 only when
-it is at least :data:`SPEEDUP` times faster. The decision is cached per (backbone, input shape, CPU
-flags, torch version) in :func:`cache_file`, outside the DVC outputs. Without bf16 units ``auto`` is
-fp32 without measuring; on CUDA it is bf16 (the GPU path). The loss, the metrics and the probe are never
-autocast (``shared.training.loop`` computes the loss in fp32 from the logits).
+training steps of the actual model at the actual batch shape in each precision (alternately, keeping the
+fastest step of each) and keeps bf16 only when it is at least :data:`SPEEDUP` times faster. The decision
+is cached per (backbone, regime, input shape, CPU flags, torch version) in :func:`cache_file`, outside the
+DVC outputs. Without bf16 units ``auto`` is fp32 without measuring; on CUDA it is bf16 (the GPU path).
+The loss, the metrics and the probe are never autocast (``shared.training.loop`` computes the loss in
+fp32 from the logits).
 
 The timing steps run on a deep copy of the model with its own optimizer, and every RNG stream is
 restored afterwards, so the run that follows is bit for bit the run without the measurement.
@@ -18,7 +19,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import statistics
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -34,7 +34,8 @@ from shared.training.checkpoint import capture_rng_state, restore_rng_state
 
 Precision = Literal["fp32", "bf16"]
 SPEEDUP = 1.15  # bf16 must be at least this much faster to be chosen
-TIMED_STEPS = 3  # after one warm-up step
+TIMED_STEPS = 2  # per timing, after one warm-up step
+ROUNDS = 2  # timings per precision, alternated so that load from elsewhere hits both alike
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
@@ -73,8 +74,9 @@ def cache_file() -> Path:
 
 def step_seconds(model: nn.Module, inputs: Any, labels: torch.Tensor, bf16: bool, steps: int = TIMED_STEPS
                  ) -> float:
-    """Median seconds of one AdamW training step (forward, fp32 loss, backward, update) of a copy of
-    ``model`` on one batch, with bf16 CPU autocast or without; the model and RNG streams are untouched."""
+    """Seconds of the fastest of ``steps`` AdamW training steps (forward, fp32 loss, backward, update) of a
+    copy of ``model`` on one batch, after a warm-up step, with bf16 CPU autocast or without; the model and
+    RNG streams are untouched. The minimum, not the median: on a shared machine it is the least disturbed."""
     rng = capture_rng_state()
     trial = copy.deepcopy(model)
     trial.train()
@@ -93,7 +95,7 @@ def step_seconds(model: nn.Module, inputs: Any, labels: torch.Tensor, bf16: bool
             times.append(time.perf_counter() - t0)
     finally:
         restore_rng_state(rng)
-    return statistics.median(times[1:])
+    return min(times[1:])
 
 
 Timer = Callable[[nn.Module, Any, torch.Tensor, bool], float]
@@ -135,8 +137,11 @@ def choose_precision(requested: Literal["fp32", "bf16", "auto"], *, device: torc
         inputs, labels = batch()
     finally:
         restore_rng_state(rng)
-    fp32 = timer(model, inputs, labels, False)
-    bf16 = timer(model, inputs, labels, True)
+    fp32_times, bf16_times = [], []
+    for _ in range(ROUNDS):
+        fp32_times.append(timer(model, inputs, labels, False))
+        bf16_times.append(timer(model, inputs, labels, True))
+    fp32, bf16 = min(fp32_times), min(bf16_times)
     choice = PrecisionChoice("bf16" if fp32 >= SPEEDUP * bf16 else "fp32", "measured", fp32, bf16)
     known[entry] = {"precision": choice.precision, "fp32_step_seconds": fp32, "bf16_step_seconds": bf16}
     write_json(cache, known)
