@@ -1,8 +1,11 @@
 """``transferlab add NAME PATH``: inspect an image folder or a table, print what a user needs to know, and
 add it to ``params.yaml`` as an own-data domain (:mod:`domains.own`).
 
-The params file is edited as text (its comments stay): the section is appended, ``NAME`` is added to the
-one-line ``domains: [...]`` list, and the result is validated; on any error the file is left as it was.
+The params file is edited as text (its comments stay): the section is appended with every key DVC tracks
+(``data``, ``model``, ``train``, ``evaluate``, ``regimes.<regime>``, defaults filled in), ``NAME`` is added
+to the ``domains`` list, and the result is validated; on any error the file is left as it was.
+:func:`fill_own_sections` (run by the ``check`` stage) does the same filling for an own-data section
+written by hand with ``data`` alone, because DVC refuses a stage whose params keys are missing.
 """
 
 from __future__ import annotations
@@ -16,9 +19,12 @@ import numpy as np
 import yaml
 
 from domains.own import OwnDomain, label_values, source_path
-from shared.config import ParamsError, load_params, parse_params, read_yaml
+from shared.config import ParamsError, ProjectParams, load_params, parse_params, read_yaml
 from shared.data.domain import link_source
-from shared.registry import domain_class
+from shared.files.atomic import atomic_path
+from shared.registry import domain_class, list_domains, section_format
+
+TRACKED = ("data", "model", "train", "evaluate")  # and regimes.<regime>: the keys dvc.yaml's stages list
 
 SUFFIX_FORMAT = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
 DOMAINS_LINE = re.compile(r"^domains:\s*\[(?P<items>[^\]]*)\]\s*(?P<comment>#.*)?$", re.MULTILINE)
@@ -119,7 +125,8 @@ def add_domain(name: str, path: Path, params_file: Path, *, fmt: str | None = No
     text = params_file.read_text()
     new = with_domain(text, name, params_file)
     new = new.rstrip("\n") + f"\n\n# added by `transferlab add {name} {path}`\n"
-    new += yaml.safe_dump({name: section}, sort_keys=False, default_flow_style=None)
+    new += yaml.safe_dump({name: params.domain(name).model_dump(mode="json")}, sort_keys=False,
+                          default_flow_style=None)
     params_file.write_text(new)
     try:
         checked = load_params(params_file)
@@ -128,3 +135,42 @@ def add_domain(name: str, path: Path, params_file: Path, *, fmt: str | None = No
         raise
     link_source(checked.domain_class(name)(checked.domain(name)))
     return report
+
+
+def missing_keys(raw: dict[str, Any], regimes: list[str]) -> list[str]:
+    """The keys of a raw section that ``dvc.yaml``'s stages track but the section does not give."""
+    missing = [k for k in TRACKED if k not in raw]
+    given = raw.get("regimes") or {}
+    return missing + [f"regimes.{r}" for r in regimes if r not in given]
+
+
+def replace_section(text: str, name: str, section: dict[str, Any]) -> str:
+    """``text`` with its top-level section ``name`` (from ``name:`` to the next line at column 0 that is not
+    blank) replaced by ``section`` in YAML (comments inside that section are not kept)."""
+    lines = text.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if re.match(rf"{re.escape(name)}\s*:", line)), None)
+    if start is None:
+        raise ParamsError(f"no top-level section '{name}' to fill in")
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].strip() and not lines[i][0].isspace()),
+               len(lines))
+    dumped = yaml.safe_dump({name: section}, sort_keys=False, default_flow_style=None)
+    return "".join(lines[:start]) + dumped + "".join(lines[end:])
+
+
+def fill_own_sections(params_file: Path, params: ProjectParams) -> list[str]:
+    """Fill in the defaults of every own-data section in ``domains`` that lacks keys DVC tracks; return
+    ``["<name>: <keys>", ...]`` for those filled (nothing else in the file changes)."""
+    raw = read_yaml(params_file)
+    text, filled = params_file.read_text(), []
+    for name in params.domains:
+        if name in list_domains() or not section_format(raw.get(name)):
+            continue
+        missing = missing_keys(raw[name], params.regimes)
+        if missing:
+            text = replace_section(text, name, params.domain(name).model_dump(mode="json"))
+            filled.append(f"{name}: {', '.join(missing)}")
+    if filled:
+        parse_params(yaml.safe_load(text), params_file)  # the filled file must mean the same
+        with atomic_path(params_file) as tmp:
+            tmp.write_text(text)
+    return filled

@@ -238,3 +238,25 @@ def test_add_reports_token_lengths_of_the_default_backbone(tmp_path: Path) -> No
     assert report["tokens"]["median"] > 5 and report["max_length"] == 128
     assert parse_params(__import__("yaml").safe_load(params.read_text())).domains == ["nlp", "notes"]
     assert np.isclose(sum(report["classes"].values()), 60)
+
+
+def test_check_fills_in_a_two_line_section_and_leaves_the_rest(tmp_path: Path) -> None:
+    """DVC refuses a stage whose params keys are missing: the defaults of a section written with ``data``
+    alone are filled in (once), the rest of the file stays as it was, comments included."""
+    import yaml
+
+    from domains.own.add import fill_own_sections
+    from shared.config import load_params
+
+    make_image_folder(tmp_path / "skin", patients=12)
+    params = tmp_path / "params.yaml"
+    head = "# mine\nseed: 0\ndomains: [vision, skin]\nregimes: [frozen, lora]\nvision: {}  # defaults\n"
+    params.write_text(head + "skin:\n  data: {format: imagefolder, path: skin}\n# trailing note\n")
+    filled = fill_own_sections(params, load_params(params))
+    assert filled == ["skin: model, train, evaluate, regimes.frozen, regimes.lora"]
+    text = params.read_text()
+    assert text.startswith(head) and text.endswith("# trailing note\n")
+    skin = yaml.safe_load(text)["skin"]
+    assert skin["data"]["path"] == "skin" and {"frozen", "lora"} <= set(skin["regimes"])
+    assert skin["model"]["backbone"] == "tf_efficientnet_lite0"
+    assert fill_own_sections(params, load_params(params)) == []
