@@ -27,6 +27,7 @@ from shared.data.images import to_rgb
 from shared.evaluation.metrics import selection_score
 from shared.evaluation.predictions import Predictions
 from shared.regimes.base import FittedRegime, RegimeContext
+from shared.regimes.probe import full_probs
 from shared.registry import register_regime
 from shared.training.loop import peak_memory_mb
 
@@ -71,13 +72,6 @@ def _features(dd: DatasetDict, modality: str, params: BaselineParams
     raise ValueError(f"modality must be 'image' or 'text', got {modality!r}")
 
 
-def _full_probs(clf: LogisticRegression, x: np.ndarray | sparse.spmatrix, num_classes: int) -> np.ndarray:
-    """Probabilities over every class of the label map (a class absent from train gets 0)."""
-    out = np.zeros((x.shape[0], num_classes))
-    out[:, clf.classes_] = clf.predict_proba(x)
-    return out
-
-
 def fit_baseline(dd: DatasetDict, modality: str, params: BaselineParams, seed: int,
                  class_weight: str | None, metric: str) -> tuple[np.ndarray, np.ndarray]:
     """Fit the baseline on train, choose C on validation by ``metric``; return class probabilities
@@ -89,13 +83,13 @@ def fit_baseline(dd: DatasetDict, modality: str, params: BaselineParams, seed: i
     for C in params.C_grid:
         clf = LogisticRegression(C=C, max_iter=MAX_ITER, random_state=seed, class_weight=class_weight)
         clf.fit(x_train, y_train)
-        score = selection_score(metric, y_val, _full_probs(clf, x_val, num_classes))
+        score = selection_score(metric, y_val, full_probs(clf, x_val, num_classes))
         if best is None or score > best[0]:
             best = (score, C, clf)
     assert best is not None  # C_grid has at least one value (BaselineParams)
     score, C, clf = best
     log.info("baseline (%s): C=%g chosen on validation (score %.4f)", modality, C, score)
-    return _full_probs(clf, x_val, num_classes), _full_probs(clf, x_test, num_classes)
+    return full_probs(clf, x_val, num_classes), full_probs(clf, x_test, num_classes)
 
 
 @register_regime

@@ -81,3 +81,19 @@ def test_fit_probe_selects_c_by_the_given_metric(metric: str) -> None:
     chosen = {m: fit_probe(train, val, grid, metric=m, max_iter=1000, seed=0).C for m in ("auroc", "accuracy")}
     assert chosen["auroc"] != chosen["accuracy"], "the two metrics must disagree for this test to mean much"
     assert chosen[metric] == max(grid, key=lambda c: scores[c])
+
+
+def test_a_class_absent_from_train_gets_a_column_and_a_head_row() -> None:
+    """A subsample of a many-class set can miss a rare class: probabilities still have one column per class
+    of the label map (column = label id, the absent class at 0), and the head weights one row each."""
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 3], 30)  # class 2 of 4 never appears in train
+    x = rng.normal(size=(90, 5)) + y[:, None]
+    val_y = np.array([0, 1, 2, 3] * 5)
+    val_x = rng.normal(size=(20, 5)) + val_y[:, None]
+    probe = fit_probe((x, y), (val_x, val_y), [1.0], metric="accuracy", max_iter=500, seed=0, num_classes=4)
+    probs = probe.predict_proba(val_x)
+    assert probs.shape == (20, 4) and np.allclose(probs[:, 2], 0) and np.allclose(probs.sum(1), 1)
+    assert (probs.argmax(1)[val_y == 3] == 3).mean() > 0.5  # column 3 is label 3, not the 3rd fitted class
+    coef, intercept = probe.raw_weights()
+    assert coef.shape == (4, 5) and intercept[2] < -20 and not coef[2].any()
