@@ -11,7 +11,9 @@ rebuilt from a tracking server alone.
 
 Built from local files, the stage also groups the MLflow runs: one parent run per domain experiment
 (tag ``run_kind=pipeline``, the git revision and the DVC experiment name; reused when both match) with
-every (domain, regime) run of ``models/<d>/<r>/run.json`` as its child (``mlflow.parentRunId``).
+every (domain, regime) run of ``models/<d>/<r>/run.json`` as its child (``mlflow.parentRunId``), and
+registers each domain's winner as ``transferlab-<domain>@champion`` and its cheapest regime on the
+time/quality front as ``@cheapest`` (:mod:`shared.serving.mlflow_model`).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from shared.reporting import (
     report_figures,
     summarize,
 )
+from shared.serving.mlflow_model import register_winners, registered_name
 
 PARENT_KIND = "pipeline"  # tag run_kind of the per-domain parent runs
 Inputs = list[tuple[dict[str, Any], Predictions | None]]
@@ -254,6 +257,12 @@ def main(argv: list[str] | None = None) -> int:
     write_report(rows, params, out, source)
     if not args.tracking_uri and params.tracking.parent_run:
         link_parent_runs(params, rows, out)
+    if not args.tracking_uri:
+        registered = register_winners(rows, {"git_commit": git_commit(),
+                                             "dvc_experiment": os.environ.get("DVC_EXP_NAME", "")})
+        for domain, aliases in registered.items():
+            print("compare: registered " + ", ".join(f"{registered_name(domain)}@{a} = version {v}"
+                                                      for a, v in aliases.items()))
     print(markdown_table(rows))
     return 0
 

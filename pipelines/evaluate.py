@@ -1,5 +1,6 @@
 """Stage ``evaluate@DOMAIN-REGIME``: metrics (with CIs and clinical operating points where they apply),
-plots, and the metrics JSON; everything is logged to the regime's MLflow run."""
+plots, and the metrics JSON; everything is logged to the regime's MLflow run, with the servable package as
+the run's MLflow model (``model_uri`` in the metrics JSON; ``compare`` registers the winners)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,10 @@ from shared.evaluation.metrics import evaluate_predictions
 from shared.evaluation.plots import save_confusion_matrix, save_evaluation_plots
 from shared.evaluation.predictions import Predictions
 from shared.files.atomic import write_json
+from shared.regimes.base import PACKAGE
 from shared.reporting import write_history_csv
+from shared.serving.mlflow_model import log_package
+from shared.serving.package import folder_bytes, raw_inputs
 from shared.tracking import log_metrics, tracked_run
 
 SUMMARY_KEYS = ("trainable_params", "total_params", "train_seconds", "peak_memory_mb", "train_samples_per_second",
@@ -38,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     model_dir = paths.model_dir(domain.name, regime)
     info = json.loads((model_dir / "run.json").read_text())
     preds = Predictions.load(model_dir / "predictions.safetensors")
-    class_names = load_from_disk(str(paths.prepared_dir(domain.name) / "test")).features["label"].names
+    test = load_from_disk(str(paths.prepared_dir(domain.name) / "test"))
+    class_names = test.features["label"].names
     result = evaluate_predictions(preds.val_labels, preds.val_probs, preds.test_labels, preds.test_probs,
                                   task=domain.task, class_names=class_names, params=stage.dp.evaluate,
                                   seed=stage.params.seed)
@@ -56,9 +61,16 @@ def main(argv: list[str] | None = None) -> int:
                                          threshold=result["test"].get("threshold"))
         if info.get("history"):  # per-epoch learning curves of trained regimes (dvc plots)
             write_history_csv(info["history"], plots / "history.csv")
-        write_json(paths.metrics_file(domain.name, regime), metrics)
         with tracked_run(domain.name, f"{domain.name}-{regime}", tags=stage.tags("evaluate"),
                          run_id=info["run_id"]):
+            package = model_dir / PACKAGE
+            if package.is_dir():  # the servable model (shared/serving): logged, then registered by compare
+                logged = log_package(package, raw_inputs(test.select([0]))[0], result["test"].get("threshold"))
+                metrics.update(model_uri=logged.model_uri, package_bytes=folder_bytes(package))
+            if (model_dir / "weights.safetensors").is_file():  # what trained (an adapter: the adapter alone)
+                metrics["trainable_bytes"] = (model_dir / "weights.safetensors").stat().st_size
+                mlflow.log_artifact(str(model_dir / "weights.safetensors"), artifact_path="trainable")
+            write_json(paths.metrics_file(domain.name, regime), metrics)
             log_metrics({**scalar_metrics("test", result["test"]), **scalar_metrics("val", result["validation"]),
                          **{k: float(info[k]) for k in SUMMARY_KEYS
                             if isinstance(info.get(k), (int, float)) and not isinstance(info.get(k), bool)}})
@@ -68,8 +80,6 @@ def main(argv: list[str] | None = None) -> int:
             mlflow.log_artifact(str(model_dir / "predictions.safetensors"), artifact_path="predictions")
             for figure in figures:
                 mlflow.log_artifact(str(figure), artifact_path="plots")
-            if (model_dir / "weights.safetensors").is_file():  # the classical baseline keeps no weights
-                mlflow.log_artifact(str(model_dir / "weights.safetensors"), artifact_path="model")
     print(f"{domain.name}/{regime}: test " + ", ".join(
         f"{k}={result['test'][k]:.4f}" for k in ("accuracy", "macro_f1", "auroc") if k in result["test"]))
     return 0

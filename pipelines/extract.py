@@ -13,7 +13,7 @@ from shared import paths
 from shared.data.domain import SPLITS
 from shared.data.features import FeatureCache, extract_features
 from shared.data.loaders import make_dataset, make_loader
-from shared.models import build_model, load_tokenizer
+from shared.models import feature_backbone, load_tokenizer
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     dd = load_from_disk(str(paths.prepared_dir(domain.name)))
     num_classes = dd["train"].features["label"].num_classes
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = build_model(model_params, domain.modality, num_classes, pretrained=True).to(device)
+    model = feature_backbone(model_params, domain.modality, num_classes).to(device)
     tokenizer = load_tokenizer(model_params) if domain.modality == "text" else None
     with staged_output(paths.features_dir(domain.name)) as tmp:
         cache = FeatureCache(tmp, model_params)

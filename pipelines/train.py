@@ -1,5 +1,6 @@
 """Stage ``train@DOMAIN-REGIME``: run one regime (the registry's), keep what it learned, and write
-validation/test probabilities for ``evaluate``. One MLflow run per (domain, regime).
+validation/test probabilities for ``evaluate``, and the servable model package (``package/``: the complete
+model, see :mod:`shared.serving.package`). One MLflow run per (domain, regime).
 
 Runs unchanged on several processes (DDP)::
 
@@ -17,13 +18,14 @@ import json
 import shutil
 from pathlib import Path
 
-from datasets import load_from_disk
+from datasets import DatasetDict, load_from_disk
 
 from pipelines.common import Stage, parse_stage, run_main, staged_output
 from shared import paths
 from shared.files.atomic import write_json
 from shared.files.imports import CODE_ROOT, digest_files, import_closure
 from shared.regimes.base import RegimeContext
+from shared.serving.package import ModelCard
 from shared.tracking import init_store, tracked_run
 from shared.training.loop import distributed_state
 from shared.training.run import run_regime
@@ -49,11 +51,20 @@ def checkpoint_dir(stage: Stage) -> Path:
     return parent / digest
 
 
+def model_card(stage: Stage, data: DatasetDict) -> ModelCard:
+    """The card of the servable package this stage writes (``models/<d>/<r>/package``)."""
+    domain = stage.domain
+    return ModelCard(domain=domain.name, regime=stage.regime or "", modality=domain.modality, task=domain.task,
+                     class_names=list(data["train"].features["label"].names), kind="network",
+                     model=stage.dp.model.model_dump(mode="json", exclude={"weights_file", "extract_batch_size"}))
+
+
 def context(stage: Stage, checkpoints: Path | None) -> RegimeContext:
     """The regime's view of this stage."""
-    return RegimeContext(domain=stage.domain, seed=stage.params.seed,
-                         data=load_from_disk(str(paths.prepared_dir(stage.domain.name))),
-                         features_dir=paths.features_dir(stage.domain.name), checkpoints=checkpoints)
+    data = load_from_disk(str(paths.prepared_dir(stage.domain.name)))
+    return RegimeContext(domain=stage.domain, seed=stage.params.seed, data=data,
+                         features_dir=paths.features_dir(stage.domain.name), checkpoints=checkpoints,
+                         card=model_card(stage, data))
 
 
 def main(argv: list[str] | None = None) -> int:

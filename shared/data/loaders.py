@@ -4,6 +4,7 @@ backbone's tokenizer and padded per batch."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -52,15 +53,21 @@ class TextTokens(TorchDataset):
         return item
 
 
+def image_tensor(source: str | Path | bytes, size: int, name: str | None = None) -> torch.Tensor:
+    """One image (a path or encoded bytes) fully decoded as RGB, resized to ``size`` x ``size`` (bicubic),
+    as a uint8 tensor (3, size, size): the evaluation preprocessing, shared by training and serving."""
+    img = decode_image(source, name=name)
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.Resampling.BICUBIC)
+    return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+
 def decode_images(split: Dataset, size: int) -> torch.Tensor:
-    """Decode every image of ``split`` fully, as RGB, resized to ``size`` x ``size`` (bicubic)."""
+    """Decode every image of ``split`` with :func:`image_tensor`."""
     out = torch.empty((len(split), 3, size, size), dtype=torch.uint8)
     images = split.cast_column("image", split.features["image"].__class__(decode=False))["image"]
     for i, item in enumerate(images):
-        img = decode_image(item["bytes"] if item.get("bytes") else item["path"], name=item.get("path"))
-        if img.size != (size, size):
-            img = img.resize((size, size), Image.Resampling.BICUBIC)
-        out[i] = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
+        out[i] = image_tensor(item["bytes"] if item.get("bytes") else item["path"], size, name=item.get("path"))
     return out
 
 

@@ -17,8 +17,8 @@ from shared.models.image import ImageClassifier
 from shared.models.text import TextClassifier, load_tokenizer
 from shared.models.weights import WeightsUnavailableError
 
-__all__ = ["AUX_LOSS_WEIGHTS", "Classifier", "ImageClassifier", "TextClassifier", "WeightsUnavailableError",
-           "aux_loss_weight", "build_model", "load_tokenizer"]
+__all__ = ["AUX_LOSS_WEIGHTS", "FEATURE_SEED", "Classifier", "ImageClassifier", "TextClassifier",
+           "WeightsUnavailableError", "aux_loss_weight", "build_model", "feature_backbone", "load_tokenizer"]
 
 # Default weight of each auxiliary head's loss: GoogLeNet's paper (0.3) and torchvision's Inception v3 (0.4).
 AUX_LOSS_WEIGHTS: dict[str, float] = {"googlenet": 0.3, "inception_v3": 0.4}
@@ -42,6 +42,20 @@ def build_model(params: ModelParams, modality: str, num_classes: int, *, pretrai
     if modality == "text":
         return TextClassifier(params, num_classes, use_pretrained)
     raise ValueError(f"unknown modality '{modality}'; expected 'image' or 'text'")
+
+
+FEATURE_SEED = 0  # the initialisation of a random-init backbone whose frozen features are cached
+
+
+def feature_backbone(params: ModelParams, modality: str, num_classes: int) -> Classifier:
+    """The frozen backbone ``extract`` caches features of: the pretrained weights, or (``model.pretrained:
+    false``) the initialisation drawn from :data:`FEATURE_SEED`, so the same network can be rebuilt later
+    (the frozen regime's served model); the global random state is left as it was."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(FEATURE_SEED)
+        return build_model(params, modality, num_classes, pretrained=True)
 
 
 def _register_project_models() -> None:

@@ -26,8 +26,10 @@ if TYPE_CHECKING:
     from shared.data.domain import Domain
     from shared.evaluation.predictions import Predictions
     from shared.models.base import Classifier
+    from shared.serving.package import ModelCard
 
 P = TypeVar("P", bound=Strict)
+PACKAGE = "package"  # the servable model package's folder inside a regime's output folder
 Penalty = Callable[[nn.Module], torch.Tensor]
 
 
@@ -44,6 +46,8 @@ class RegimeContext:
             the sweep passes a labelled subset). Regimes read train through :meth:`train_split` or take
             these rows of the cached train features.
         checkpoints: the resumable-checkpoint folder of network regimes (``None``: no checkpoints).
+        card: write the servable model package (:mod:`shared.serving.package`) with this card into
+            ``<out>/package`` (``None``: keep none, as in the sweep).
     """
 
     domain: Domain[Any]
@@ -52,6 +56,7 @@ class RegimeContext:
     features_dir: Path
     train_indices: np.ndarray | None = None
     checkpoints: Path | None = None
+    card: ModelCard | None = None
 
     def train_split(self) -> Dataset:
         """The train rows this run uses."""

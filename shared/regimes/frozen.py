@@ -11,10 +11,25 @@ import torch
 
 from shared.evaluation.predictions import Predictions
 from shared.files.atomic import write_safetensors
-from shared.regimes.base import FittedRegime, RegimeContext
+from shared.regimes.base import PACKAGE, FittedRegime, RegimeContext
 from shared.regimes.probe import ProbeParams, probe_on_cache
 from shared.registry import register_regime
 from shared.training.loop import peak_memory_mb
+
+
+def save_probe_network(ctx: RegimeContext, coef: np.ndarray, intercept: np.ndarray, folder: Path) -> None:
+    """The package of a probe: the domain's pretrained backbone (as ``extract`` ran it) with the probe's
+    raw-space weights in its head, so its softmax is the probe's probabilities."""
+    from shared.models import feature_backbone, load_tokenizer
+    from shared.regimes.finetune import init_head_from_probe
+    from shared.serving.package import save_network
+
+    assert ctx.card is not None
+    dp = ctx.params
+    model = feature_backbone(dp.model, ctx.domain.modality, ctx.data["train"].features["label"].num_classes)
+    init_head_from_probe(model.head, coef, intercept)
+    save_network(model, folder, ctx.card,
+                 tokenizer=load_tokenizer(dp.model) if ctx.domain.modality == "text" else None)
 
 
 @register_regime
@@ -37,6 +52,8 @@ class Frozen(FittedRegime[ProbeParams]):
         write_safetensors(out / "weights.safetensors", {"weight": np.ascontiguousarray(coef, dtype=np.float32),
                                                         "bias": np.ascontiguousarray(intercept, dtype=np.float32)})
         preds = Predictions(probe.predict_proba(x_val), y_val, probe.predict_proba(x_test), y_test)
+        if ctx.card is not None:  # servable: the pretrained backbone with the probe as its Linear head
+            save_probe_network(ctx, coef, intercept, out / PACKAGE)
         trainable = int(coef.size + intercept.size)
         return preds, {"trainable_params": trainable, "total_params": trainable, "probe_C": probe.C,
                        "val_score": probe.val_score, "train_seconds": seconds,

@@ -35,6 +35,7 @@ def basic_row(m: Mapping[str, Any]) -> dict[str, Any]:
         "primary_ci_low": test.get(f"{pm}_ci_low"), "primary_ci_high": test.get(f"{pm}_ci_high"),
         "accuracy": test["accuracy"], "macro_f1": test["macro_f1"], "auroc": test["auroc"],
         "total_params": m.get("total_params"), **{k: m.get(k) for k in COLUMNS}, "run_id": m.get("run_id"),
+        "model_uri": m.get("model_uri"),
     }
 
 

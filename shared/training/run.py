@@ -9,6 +9,7 @@ Under DDP every process runs :func:`train_network`; only the main one (``out`` g
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from shared.data.loaders import make_dataset, make_loader, split_batch
 from shared.evaluation.predictions import Predictions
 from shared.files.atomic import write_safetensors
 from shared.models import aux_loss_weight, build_model, load_tokenizer
-from shared.regimes.base import FittedRegime, NetworkRegime, Regime, RegimeContext
+from shared.regimes.base import PACKAGE, FittedRegime, NetworkRegime, Regime, RegimeContext
 from shared.regimes.finetune import count_parameters
 from shared.tracking import log_metrics
 from shared.training.callbacks import Callback, Checkpointing, LogEpochs
@@ -38,8 +39,9 @@ def train_network(regime: NetworkRegime[Any], ctx: RegimeContext, out: Path | No
                   ) -> tuple[Predictions, dict[str, Any]]:
     """Build the domain's model, let ``regime`` prepare it, train it, and predict validation and test.
 
-    ``out`` receives ``weights.safetensors`` (the trainable parameters and buffers of the best epoch);
-    ``None`` on the non-main processes of a DDP launch.
+    ``out`` receives ``weights.safetensors`` (the trainable parameters and buffers of the best epoch: for
+    an adapter, the adapter alone) and, when ``ctx.card`` is set, the servable package (the complete
+    model, an adapter merged); ``None`` on the non-main processes of a DDP launch.
     """
     dp, modality = ctx.params, ctx.domain.modality
     train = regime.train_params(dp)
@@ -92,6 +94,11 @@ def train_network(regime: NetworkRegime[Any], ctx: RegimeContext, out: Path | No
     if out is not None and accelerator.is_main_process:
         write_safetensors(out / "weights.safetensors", kept, metadata={"regime": regime.name,
                                                                        "contents": "trainable parameters and buffers"})
+    if out is not None and accelerator.is_main_process and ctx.card is not None:
+        from shared.serving.package import save_network
+
+        card = replace(ctx.card, precision=precision.precision, aux_logits=train.aux_loss_weight is not None)
+        save_network(network, out / PACKAGE, card, tokenizer=tokenizer)  # merges an adapter: the last use
     accelerator.wait_for_everyone()  # nobody still reads the checkpoints
     if accelerator.is_main_process and ctx.checkpoints is not None:
         shutil.rmtree(ctx.checkpoints, ignore_errors=True)

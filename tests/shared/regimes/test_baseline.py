@@ -39,7 +39,8 @@ def image_splits(n: int = 16) -> DatasetDict:
 
 def test_text_baseline_learns_and_returns_probabilities() -> None:
     dd = text_splits()
-    val, test = fit_baseline(dd, "text", BaselineParams(C_grid=[1.0, 10.0], max_features=100), 0, None, "auroc")
+    fitted = fit_baseline(dd, "text", BaselineParams(C_grid=[1.0, 10.0], max_features=100), 0, None, "auroc")
+    val, test = fitted.val_probs, fitted.test_probs
     assert val.shape == (12, 2) and test.shape == (12, 2)
     np.testing.assert_allclose(test.sum(axis=1), 1.0)
     assert auroc(np.asarray(dd["test"]["label"]), test) > 0.9
@@ -49,7 +50,9 @@ def test_image_baseline_grey_detection_and_learning() -> None:
     dd = image_splits()
     x, grey = pixel_features(dd["train"], 8)
     assert grey and x.shape == (16, 64) and 0 <= x.min() and x.max() <= 1
-    val, test = fit_baseline(dd, "image", BaselineParams(C_grid=[0.1, 1.0], pixel_size=8), 0, "balanced", "auroc")
+    fitted = fit_baseline(dd, "image", BaselineParams(C_grid=[0.1, 1.0], pixel_size=8), 0, "balanced", "auroc")
+    val, test = fitted.val_probs, fitted.test_probs
+    assert fitted.settings == {"pixel_size": 8, "grey": True}
     assert auroc(np.asarray(dd["test"]["label"]), test) == 1.0
     assert val.shape == (16, 2)
 
@@ -59,4 +62,4 @@ def test_same_seed_same_probabilities() -> None:
     params = BaselineParams(C_grid=[1.0], max_features=50)
     a = fit_baseline(dd, "text", params, 0, None, "auroc")
     b = fit_baseline(dd, "text", params, 0, None, "auroc")
-    np.testing.assert_array_equal(a[1], b[1])
+    np.testing.assert_array_equal(a.test_probs, b.test_probs)
