@@ -1,4 +1,5 @@
-"""The ``transferlab`` command: ``domains``, ``regimes``, ``add``, ``run``, ``compare``, ``ui``, ``arch``."""
+"""The ``transferlab`` command: ``domains``, ``regimes``, ``add``, ``run``, ``compare``, ``predict``, ``export``,
+``ui``, ``arch``."""
 
 from __future__ import annotations
 
@@ -106,6 +107,54 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return compare.main(argv + (["--out", args.out] if args.out else []))
 
 
+def model_uri(domain: str, model: str | None, regime: str | None) -> str:
+    """The model to load: ``--model`` as given, ``--regime``'s logged model (its metrics JSON's
+    ``model_uri``), or the domain's registered champion."""
+    import json
+
+    from shared.serving.registration import CHAMPION, registered_name
+
+    if model:
+        return model
+    if regime:
+        metrics = paths.metrics_file(domain, regime)
+        if not metrics.is_file():
+            raise SystemExit(f"transferlab predict: {metrics} missing: run `dvc repro evaluate@{domain}-{regime}`")
+        uri = json.loads(metrics.read_text()).get("model_uri")
+        if not uri:
+            raise SystemExit(f"transferlab predict: {metrics} names no logged model (model_uri); re-run "
+                             f"`dvc repro -f evaluate@{domain}-{regime}`")
+        return str(uri)
+    return f"models:/{registered_name(domain)}@{CHAMPION}"
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Score inputs with a logged model; CSV to --out or stdout; exit 1 when any input failed."""
+    import mlflow
+
+    from shared.serving.predict import predict_items, read_inputs, write_predictions
+    from shared.tracking import open_client
+
+    open_client()  # the project's store (MLFLOW_TRACKING_URI or mlflow.db) for models:/ and runs:/ URIs
+    uri = model_uri(args.domain, args.model, args.regime)
+    model = mlflow.pyfunc.load_model(uri)
+    schema = model.metadata.get_input_schema()
+    if schema is None or len(schema.input_names()) != 1:
+        raise SystemExit(f"transferlab predict: {uri} is not a transferlab model (one input column expected)")
+    column = str(schema.input_names()[0])
+    items = read_inputs(args.inputs, "image" if column == "image" else "text", column=args.column)
+    rows = predict_items(model, items, column, batch_size=args.batch_size, progress=not args.no_progress)
+    if args.out:
+        with open(args.out, "w", newline="", encoding="utf-8") as f:
+            write_predictions(rows, f)
+    else:
+        write_predictions(rows, sys.stdout)
+    failed = [r for r in rows if r.get("error")]
+    print(f"transferlab predict: {len(rows) - len(failed)} of {len(rows)} item(s) scored with {uri}"
+          + (f"; {len(failed)} failed (see the error column)" if failed else ""), file=sys.stderr)
+    return 1 if failed else 0
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     """Start the MLflow UI on the project's store (localhost only unless --host says otherwise).
 
@@ -161,6 +210,20 @@ def build_parser() -> argparse.ArgumentParser:
                          help="rebuild from this MLflow tracking server instead of metrics/ and models/")
     compare.add_argument("--out", default=None, help="output folder (default: reports/)")
     compare.set_defaults(func=cmd_compare)
+    predict = sub.add_parser("predict", help="score files, folders, a table column or stdin with a model",
+                             description=cmd_predict.__doc__)
+    predict.add_argument("domain")
+    predict.add_argument("inputs", nargs="+", metavar="INPUT",
+                         help="image/text files, folders, .csv/.jsonl tables, or - for stdin lines")
+    which = predict.add_mutually_exclusive_group()
+    which.add_argument("--model", default=None,
+                       help="an MLflow model URI (default: models:/transferlab-DOMAIN@champion)")
+    which.add_argument("--regime", default=None, help="the model evaluate@DOMAIN-REGIME logged")
+    predict.add_argument("--column", default=None, help="a table's input column (default: image or text)")
+    predict.add_argument("--out", default=None, help="CSV file (default: stdout)")
+    predict.add_argument("--batch-size", type=int, default=32)
+    predict.add_argument("--no-progress", action="store_true", help="no progress bar")
+    predict.set_defaults(func=cmd_predict)
     ui = sub.add_parser("ui", help="MLflow UI on the project's store")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)

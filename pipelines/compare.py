@@ -13,7 +13,7 @@ Built from local files, the stage also groups the MLflow runs: one parent run pe
 (tag ``run_kind=pipeline``, the git revision and the DVC experiment name; reused when both match) with
 every (domain, regime) run of ``models/<d>/<r>/run.json`` as its child (``mlflow.parentRunId``), and
 registers each domain's winner as ``transferlab-<domain>@champion`` and its cheapest regime on the
-time/quality front as ``@cheapest`` (:mod:`shared.serving.mlflow_model`).
+time/quality front as ``@cheapest`` (:mod:`shared.serving.registration`).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from shared.reporting import (
     report_figures,
     summarize,
 )
-from shared.serving.mlflow_model import register_winners, registered_name
+from shared.serving.registration import register_winners, registered_name
 
 PARENT_KIND = "pipeline"  # tag run_kind of the per-domain parent runs
 Inputs = list[tuple[dict[str, Any], Predictions | None]]
