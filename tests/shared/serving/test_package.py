@@ -13,13 +13,9 @@ import pandas as pd
 import pytest
 from datasets import DatasetDict
 
-from shared.config import DataParams, DomainParams, ModelParams, TrainParams
-from shared.models import feature_backbone
-from shared.regimes.base import PACKAGE
-from shared.registry import get_regime
-from shared.serving.package import ModelCard, load_package, probability_columns, raw_inputs
-from shared.testing.regimes import tiny_context
-from shared.training.run import run_regime
+from shared.config import ModelParams
+from shared.serving.package import load_package, probability_columns, raw_inputs
+from shared.testing.serving import train_tiny_package
 
 REGIMES = ["frozen", "full", "lora", "baseline"]  # a probe, a trained network, a merged adapter, scikit-learn
 
@@ -29,30 +25,12 @@ def modality(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def trained(tmp_path: Path, modality: str, model: ModelParams, dd: DatasetDict, regime: str) -> tuple[Path, np.ndarray]:
-    """Run ``regime`` on tiny data with a card; (package folder, the run's test probabilities)."""
-    dp = DomainParams(data=DataParams(dataset="tiny"), model=model,
-                      train=TrainParams(epochs=1, batch_size=8, precision="fp32"))
-    cls = get_regime(regime)
-    ctx = tiny_context(dp, modality, dd, tmp_path,  # type: ignore[arg-type]
-                       model=feature_backbone(model, modality, 2) if cls.needs_features else None)
-    ctx.card = ModelCard(domain="tiny", regime=regime, modality=modality, task="binary",  # type: ignore[arg-type]
-                         class_names=list(dd["train"].features["label"].names), kind="network",
-                         model=model.model_dump(mode="json", exclude={"weights_file", "extract_batch_size"}))
-    out = tmp_path / "out"
-    out.mkdir()
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    with mlflow.start_run():  # the shared loop logs each epoch
-        preds, _ = run_regime(cls.for_domain(dp), ctx, out)
-    return out / PACKAGE, preds.test_probs
-
-
 @pytest.mark.parametrize("regime", REGIMES)
 def test_package_scores_raw_inputs_as_the_run_did(tmp_path: Path, modality: str, regime: str,
                                                    tiny_image_params: ModelParams, tiny_bert_params: ModelParams,
                                                    image_dd: DatasetDict, text_dd: DatasetDict) -> None:
     model, dd = (tiny_image_params, image_dd) if modality == "image" else (tiny_bert_params, text_dd)
-    package, expected = trained(tmp_path, modality, model, dd, regime)
+    package, expected = train_tiny_package(tmp_path, modality, model, dd, regime)
     scorer = load_package(package)
     assert scorer.card.kind == ("baseline" if regime == "baseline" else "network")
     got = scorer.predict_proba(raw_inputs(dd["test"]))
@@ -68,7 +46,7 @@ def test_pyfunc_from_the_store(tmp_path: Path, mlflow_uri: str, tiny_bert_params
 
     from shared.serving.mlflow_model import log_package
 
-    package, expected = trained(tmp_path, "text", tiny_bert_params, text_dd, "full")
+    package, expected = train_tiny_package(tmp_path, "text", tiny_bert_params, text_dd, "full")
     texts = raw_inputs(text_dd["test"])
     mlflow.set_tracking_uri(mlflow_uri)
     with mlflow.start_run():
@@ -87,7 +65,7 @@ def test_pyfunc_from_the_store(tmp_path: Path, mlflow_uri: str, tiny_bert_params
 def test_bad_image_names_the_item(tmp_path: Path, tiny_image_params: ModelParams, image_dd: DatasetDict) -> None:
     from shared.serving.package import InputError
 
-    package, _ = trained(tmp_path, "image", tiny_image_params, image_dd, "full")
+    package, _ = train_tiny_package(tmp_path, "image", tiny_image_params, image_dd, "full")
     items = raw_inputs(image_dd["test"])[:3]
     items[1] = b"not an image"
     with pytest.raises(InputError, match="item 1"):

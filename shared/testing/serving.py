@@ -1,0 +1,38 @@
+"""A servable package trained on tiny data, for the serving tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import mlflow
+import numpy as np
+from datasets import DatasetDict
+
+from shared.config import DataParams, DomainParams, ModelParams, TrainParams
+from shared.models import feature_backbone
+from shared.regimes.base import PACKAGE
+from shared.registry import get_regime
+from shared.serving.package import ModelCard
+from shared.testing.regimes import tiny_context
+from shared.training.run import run_regime
+
+
+def train_tiny_package(folder: Path, modality: Literal["image", "text"], model: ModelParams, dd: DatasetDict,
+                       regime: str) -> tuple[Path, np.ndarray]:
+    """Run ``regime`` on tiny binary data in ``folder`` with a card, in a throwaway MLflow store (the loop logs
+    each epoch); returns the package folder and the run's test probabilities."""
+    dp = DomainParams(data=DataParams(dataset="tiny"), model=model,
+                      train=TrainParams(epochs=1, batch_size=8, precision="fp32"))
+    cls = get_regime(regime)
+    ctx = tiny_context(dp, modality, dd, folder,
+                       model=feature_backbone(model, modality, 2) if cls.needs_features else None)
+    ctx.card = ModelCard(domain="tiny", regime=regime, modality=modality, task="binary",
+                         class_names=list(dd["train"].features["label"].names), kind="network",
+                         model=model.model_dump(mode="json", exclude={"weights_file", "extract_batch_size"}))
+    out = folder / "out"
+    out.mkdir(parents=True)
+    mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
+    with mlflow.start_run():  # the shared loop logs each epoch
+        preds, _ = run_regime(cls.for_domain(dp), ctx, out)
+    return out / PACKAGE, preds.test_probs
