@@ -155,6 +155,28 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def ui_start_page(host: str, port: int) -> str:
+    """The UI page of the first domain's newest comparison (its parent run, whose description is the
+    comparison table), or the UI's home page when ``compare`` has not run."""
+    from shared.config import load_params
+    from shared.tracking import open_client
+
+    base = f"http://{host}:{port}"
+    try:
+        client = open_client()
+        for domain in load_params(paths.params_file()).domains:
+            experiment = client.get_experiment_by_name(domain)
+            if experiment is None:
+                continue
+            runs = client.search_runs([experiment.experiment_id], "tags.run_kind = 'pipeline'", max_results=1,
+                                      order_by=["attributes.start_time DESC"])
+            if runs:
+                return f"{base}/#/experiments/{experiment.experiment_id}/runs/{runs[0].info.run_id}"
+    except (OSError, ValueError) as err:
+        print(f"transferlab ui: no comparison found ({err})", file=sys.stderr)
+    return base
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     """Start the MLflow UI on the project's store (localhost only unless --host says otherwise).
 
@@ -167,6 +189,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri(),
            "--host", args.host, "--port", str(args.port)]
     print(" ".join(cmd))
+    print(f"the comparison: {ui_start_page(args.host, args.port)}")
     return subprocess.call(cmd, env=os.environ.copy())
 
 

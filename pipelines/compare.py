@@ -181,6 +181,19 @@ def _find_parent(client: Any, experiment: str, commit: str, exp_name: str) -> st
     return None
 
 
+def domain_note(domain: str, rows: list[dict[str, Any]]) -> str:
+    """The MLflow description of a domain's experiment and parent run: its comparison table, the winner
+    and where the full report is."""
+    winner = next(r for r in rows if r["winner"])
+    ci = ("" if winner.get("primary_ci_low") is None
+          else f" (95% CI {winner['primary_ci_low']:.3f}-{winner['primary_ci_high']:.3f})")
+    return (f"## {domain}: transferlab comparison\n\nWinner: **{winner['regime']}**, test "
+            f"{winner['primary_metric']} {winner['primary']:.3f}{ci}; registered as "
+            f"`models:/{registered_name(domain)}@champion`.\n\n{markdown_table(rows)}\n\n"
+            "The full report (CIs, paired tests, figures) is the parent run's artifact `report/index.html` "
+            "and `reports/index.html` in the project.\n")
+
+
 def link_parent_runs(params: ProjectParams, rows: list[dict[str, Any]], out: Path) -> dict[str, str]:
     """One parent run per domain experiment; each (domain, regime) run of ``run.json`` becomes its child.
 
@@ -211,6 +224,9 @@ def link_parent_runs(params: ProjectParams, rows: list[dict[str, Any]], out: Pat
         name = f"{domain}-pipeline" + (f"-{exp_name}" if exp_name else "")
         with tracked_run(domain, name, tags=tags, run_id=existing) as parent:
             parent_id = parent.info.run_id
+            note = domain_note(domain, [r for r in rows if r["domain"] == domain])
+            mlflow.set_tag("mlflow.note.content", note)  # the parent run's page opens on its comparison
+            client.set_experiment_tag(parent.info.experiment_id, "mlflow.note.content", note)
             for regime, run_id in children.items():
                 try:
                     client.set_tag(run_id, "mlflow.parentRunId", parent_id)
