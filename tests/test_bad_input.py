@@ -99,25 +99,53 @@ STAGE_MODULES = sorted(p.stem for p in (REPO_ROOT / "pipelines").glob("*.py")
                        if p.stem not in ("__init__", "cli", "common"))
 
 
-def run_module(module: str, *args: str, root: Path) -> subprocess.CompletedProcess[str]:
+def start_module(module: str, *args: str, root: Path) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TRANSFERLAB_ROOT": str(root)}
     env.pop("TRANSFERLAB_DEBUG", None)
-    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=REPO_ROOT,
-                          env=env, timeout=300)
+    env.pop("TRANSFERLAB_MIRROR", None)  # nothing may be fetched anyway
+    return subprocess.Popen([sys.executable, "-m", module, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=REPO_ROOT, env=env)
 
 
-def test_stage_module_unknown_domain_prints_one_line_and_exits_2(root: Path) -> None:
-    proc = run_module("pipelines.train", "--domain", "nosuch", "--regime", "full", root=root)
+def finished(proc: subprocess.Popen[str]) -> subprocess.CompletedProcess[str]:
+    out, err = proc.communicate(timeout=300)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+Runs = dict[str, tuple[Path, subprocess.CompletedProcess[str]]]
+BAD_PARAMS = "seed: -1\ndomains: [vision]\nregimes: [frozen]\nvision: {}\n"
+
+
+@pytest.fixture(scope="module")
+def stage_module_runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
+    """The two ``python -m pipelines.<stage>`` runs below, started side by side (each is ~10 s of imports),
+    each in an empty project root holding only a valid ``params.yaml``."""
+    roots = {name: tmp_path_factory.mktemp(name) for name in ("unknown_domain", "bad_params")}
+    for root in roots.values():
+        (root / "params.yaml").write_text((REPO_ROOT / "params.yaml").read_text())
+    (roots["bad_params"] / "bad.yaml").write_text(BAD_PARAMS)
+    procs = {
+        "unknown_domain": start_module("pipelines.train", "--domain", "nosuch", "--regime", "full",
+                                       root=roots["unknown_domain"]),
+        "bad_params": start_module("pipelines.prepare", "--domain", "vision", "--params",
+                                   str(roots["bad_params"] / "bad.yaml"), root=roots["bad_params"]),
+    }
+    return {name: (roots[name], finished(proc)) for name, proc in procs.items()}
+
+
+def test_stage_module_unknown_domain_prints_one_line_and_exits_2(
+        stage_module_runs: Runs) -> None:
+    root, proc = stage_module_runs["unknown_domain"]
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.splitlines() == [
         f"pipelines.train: error: unknown domain 'nosuch'; registered domains: {list_domains()}"]
     assert contents(root) == ["params.yaml"]
 
 
-def test_stage_module_bad_params_prints_the_error_without_traceback(root: Path) -> None:
+def test_stage_module_bad_params_prints_the_error_without_traceback(
+        stage_module_runs: Runs) -> None:
+    root, proc = stage_module_runs["bad_params"]
     bad = root / "bad.yaml"
-    bad.write_text("seed: -1\ndomains: [vision]\nregimes: [frozen]\nvision: {}\n")
-    proc = run_module("pipelines.prepare", "--domain", "vision", "--params", str(bad), root=root)
     assert proc.returncode == 2, proc.stderr
     first, *details = proc.stderr.splitlines()
     assert first == f"pipelines.prepare: error: {bad}: invalid parameters"
