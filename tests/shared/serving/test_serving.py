@@ -5,15 +5,9 @@ train stage's test probabilities and a 4xx that says what was expected on a malf
 
 from __future__ import annotations
 
-import base64
-import json
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +17,7 @@ import pytest
 
 from shared.config import ModelParams
 from shared.serving.package import probability_columns, raw_inputs
+from shared.serving.server import dataframe_split, invoke, model_server
 from shared.testing.serving import train_tiny_package
 from tests.conftest import make_image_dd
 
@@ -112,57 +107,21 @@ def test_predict_files_folder_table_and_stdin(registered: dict[str, Any], tmp_pa
     assert "8 of 10 item(s) scored" in proc.stderr
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def post(port: int, body: Any) -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read() or b"{}")
-
-
 def test_mlflow_models_serve_champion(registered: dict[str, Any], tmp_path: Path) -> None:
-    port = free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": registered["uri"]}
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m",
-                               "models:/transferlab-tiny@champion", "--env-manager", "local", "-h", "127.0.0.1",
-                               "-p", str(port)], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                              stderr=open(tmp_path / "server.log", "w"))  # noqa: SIM115 - closed with the process
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=5):
-                    break
-            except OSError:
-                assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
-                assert time.monotonic() < deadline, "the server did not answer /ping within 120 s"
-                time.sleep(0.5)
-        items = registered["items"]
-        encoded = [base64.b64encode(b).decode() for b in items]
-        status, body = post(port, {"dataframe_split": {"columns": ["image"], "data": [[e] for e in encoded]}})
+    columns = probability_columns(["class0", "class1"])
+    items = registered["items"]
+    with model_server("models:/transferlab-tiny@champion", registered["uri"], tmp_path / "server.log") as base:
+        status, body = invoke(base, dataframe_split("image", items))
         assert status == 200, body
         frame = body["predictions"]
-        columns = probability_columns(["class0", "class1"])
         got = np.array([[row[c] for c in columns] for row in frame])
         np.testing.assert_allclose(got, registered["probs"], atol=1e-5)
         assert all(row["label"] in ("class0", "class1") for row in frame)
 
-        status, body = post(port, {"dataframe_split": {"columns": ["picture"], "data": [[encoded[0]]]}})
+        status, body = invoke(base, dataframe_split("picture", items[:1]))
         assert 400 <= status < 500 and "image" in body.get("message", ""), (status, body)
-        status, body = post(port, {"dataframe_split": {"columns": ["image"],
-                                                       "data": [[base64.b64encode(b"junk").decode()]]}})
+        status, body = invoke(base, dataframe_split("image", [b"junk"]))
         assert 400 <= status < 500 and "cannot decode" in body.get("message", ""), (status, body)
-        status, body = post(port, {"dataframe_split": {"columns": ["image"], "data": [[encoded[1]]]}})
+        status, body = invoke(base, dataframe_split("image", items[1:2]))
         assert status == 200, "the server stopped serving after bad requests"
         np.testing.assert_allclose([body["predictions"][0][c] for c in columns], registered["probs"][1], atol=1e-5)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
