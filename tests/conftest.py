@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -143,3 +144,39 @@ def _precision_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]
         os.environ.pop("TRANSFERLAB_CACHE", None)
     else:
         os.environ["TRANSFERLAB_CACHE"] = old
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """When the default end-to-end tests are selected, start their two projects' first ``dvc repro`` now,
+    in the background (``tests/test_e2e.py``: :func:`start_default_projects`): their ~45 stage processes
+    then overlap with the rest of the suite instead of following it."""
+    if session.config.option.collectonly:
+        return
+    item = next((i for i in session.items if "default_projects" in getattr(i, "fixturenames", ())), None)
+    import shutil
+    import tempfile
+
+    if item is None or shutil.which("dvc") is None or shutil.which("git") is None:
+        return  # (the tests skip themselves without dvc and git)
+    module = item.module  # type: ignore[attr-defined]
+    base = Path(tempfile.mkdtemp(prefix="transferlab-e2e-"))
+    session.config.stash[_E2E_BASE] = (module, base)
+    try:
+        module.STARTED.update(module.start_default_projects(base))
+    except Exception:  # the fixture starts them again in the test, where the error is reported
+        module.stop(module.STARTED)
+        module.STARTED.clear()
+
+
+_E2E_BASE = pytest.StashKey[tuple[Any, Path]]()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Stop early-started end-to-end runs a session left behind and remove their folder."""
+    started = session.config.stash.get(_E2E_BASE, None)
+    if started is not None:
+        import shutil
+
+        module, base = started
+        module.stop(module.STARTED)
+        shutil.rmtree(base, ignore_errors=True)

@@ -4,6 +4,13 @@ Checks the outputs every stage promises, one honest MLflow run per (domain, regi
 seconds (only the always-run ``check`` stage), that a key no stage reads fails ``dvc repro`` even with
 the pipeline up to date, and that a head-only change (``vision.regimes.frozen.C_grid``) re-runs exactly
 train/evaluate of that regime and compare, plus ``check`` (ARCHITECTURE: data flow; RELIABILITY 2, 19).
+Your own data too: every image-folder layout and table format as a params section alone.
+
+Speed: every stage is a fresh Python process that spends most of its time importing (torch, PEFT,
+datasets, MLflow), mostly on one core. So the default suite's two projects (vision + nlp, and the five
+own-data sections) start their first ``dvc repro`` side by side when collection ends
+(``tests/conftest.py``) and run while the other tests do; the slow variants' two projects run side by
+side as well.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import re
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +36,7 @@ from shared.testing import projects
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DOMAINS = ("vision", "nlp")
 # The default test keeps one probe and one trained regime per domain: every stage is a fresh Python process
-# (~6 s of imports), and 19 stages took ~5 min on the shared 2-core machine. The slow variant runs every
-# registered regime.
+# (~10-15 s, mostly imports, on the shared 2-core machine). The slow variant runs every registered regime.
 DEFAULT_REGIMES = ["frozen", "lora"]
 ALL_REGIMES = list_regimes()  # every registered regime, built-in or installed
 METRIC_KEYS = {"domain", "regime", "backbone", "dataset", "trainable_params", "total_params", "train_seconds",
@@ -75,6 +82,39 @@ def run(cmd: list[str], cwd: Path, timeout: float = 900) -> subprocess.Completed
         tail = (proc.stdout + proc.stderr)[-6000:]
         pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}:\n{tail}")
     return proc
+
+
+class Repro:
+    """A ``dvc repro`` started in the background, so the default suite's two projects run side by side (a
+    stage is one Python process that mostly imports: one core each on the 2-core machine)."""
+
+    def __init__(self, project: Path, timeout: float, sources: dict[str, Path] | None = None) -> None:
+        self.project, self.timeout, self.started = project, timeout, time.perf_counter()
+        self.sources = sources or {}  # an own-data project's user files, by section
+        self.log = project.parent / f"{project.name}-repro.log"
+        env = stage_env()  # its own precision cache: it may start before the session's cache is set
+        env["TRANSFERLAB_CACHE"] = str(project.parent / f"{project.name}-cache")
+        with self.log.open("w") as out:
+            self.proc = subprocess.Popen(["dvc", "repro"], cwd=project, env=env, stdout=out,
+                                         stderr=subprocess.STDOUT, text=True)
+        self.result: subprocess.CompletedProcess[str] | None = None
+
+    def wait(self) -> subprocess.CompletedProcess[str]:
+        """The finished run (its output as stdout); fails the test as :func:`run` does."""
+        if self.result is None:
+            left = max(1.0, self.timeout - (time.perf_counter() - self.started))
+            try:
+                code = self.proc.wait(timeout=left)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                pytest.fail(f"dvc repro in {self.project} ran past {self.timeout:.0f} s:\n"
+                            f"{self.log.read_text()[-6000:]}")
+            self.result = subprocess.CompletedProcess(["dvc", "repro"], code, self.log.read_text(), "")
+            print(f"first dvc repro in {self.project}: {time.perf_counter() - self.started:.1f} s")
+        if self.result.returncode != 0:
+            pytest.fail(f"dvc repro exited {self.result.returncode}:\n{self.result.stdout[-6000:]}")
+        return self.result
 
 
 def stages_run(proc: subprocess.CompletedProcess[str]) -> set[str]:
@@ -137,17 +177,30 @@ def check_outputs(project: Path, regimes: list[str],
     assert seen == {(d, r): 1 for d in DOMAINS for r in regimes} | (runs_of or {})
 
 
-def e2e(tmp_path: Path, regimes: list[str]) -> None:
+def expected_stages(domains: list[str] | tuple[str, ...], regimes: list[str]) -> set[str]:
+    """Every stage dvc.yaml expands for ``domains`` x ``regimes``."""
+    expected = {f"{s}@{d}" for s in ("fetch", "prepare", "extract") for d in domains}
+    expected |= {f"{s}@{d}-{r}" for s in ("train", "evaluate") for d in domains for r in regimes}
+    return expected | {"compare", "check"}
+
+
+def repro_timeout(stages: int) -> float:
+    """Every stage is a fresh Python process: ~20 s each (imports, MLflow) on the shared 2-core machine, so
+    the limit grows with the stage count (ten regimes: 48 stages, ~16 min; a flat 900 s cut it off)."""
+    return 300 + 60 * stages
+
+
+def start_main(tmp_path: Path, regimes: list[str]) -> Repro:
+    """The vision + nlp project with ``regimes``, its first ``dvc repro`` started."""
     project = make_project(tmp_path, tiny_params(regimes))
-    expected = {f"{s}@{d}" for s in ("fetch", "prepare", "extract") for d in DOMAINS}
-    expected |= {f"{s}@{d}-{r}" for s in ("train", "evaluate") for d in DOMAINS for r in regimes}
-    expected |= {"compare", "check"}
-    # every stage is a fresh Python process: ~20 s each (imports, MLflow) on the shared 2-core machine, so
-    # the limit grows with the stage count (ten regimes: 48 stages, ~16 min; a flat 900 s cut it off)
-    t0 = time.perf_counter()
-    first = run(["dvc", "repro"], project, timeout=300 + 60 * len(expected))
-    print(f"first dvc repro of {len(expected)} stages: {time.perf_counter() - t0:.1f} s")
-    assert stages_run(first) == expected
+    return Repro(project, repro_timeout(len(expected_stages(DOMAINS, regimes))))
+
+
+def e2e(tmp_path: Path, regimes: list[str], started: Repro | None = None) -> None:
+    started = started or start_main(tmp_path, regimes)
+    project = started.project
+    first = started.wait()
+    assert stages_run(first) == expected_stages(DOMAINS, regimes)
     check_outputs(project, regimes)
 
     t0 = time.perf_counter()
@@ -192,15 +245,72 @@ def e2e(tmp_path: Path, regimes: list[str]) -> None:
         assert {"train@vision-baseline", "train@nlp-baseline"} <= set(status)
 
 
-def test_dvc_repro_end_to_end(tmp_path: Path) -> None:
+def start_default_projects(base: Path) -> dict[str, Repro]:
+    """The default suite's two projects in ``base``, their first ``dvc repro`` started side by side:
+    vision + nlp with :data:`DEFAULT_REGIMES`, and every own-data layout and format (:data:`OWN_DATA`) with
+    ``frozen``. ``tests/conftest.py`` calls it when collection ends, so the two run while the rest of the
+    suite does (43 stage processes that mostly import; the suite's other tests mostly use one core)."""
+    main = start_main(base / "main", DEFAULT_REGIMES)
+    own_dir, sources = own_project(base / "own", list(OWN_DATA), ["frozen"])
+    own = Repro(own_dir, repro_timeout(len(expected_stages(list(OWN_DATA), ["frozen"]))), sources)
+    return {"main": main, "own": own}
+
+
+STARTED: dict[str, Repro] = {}  # filled by tests/conftest.py's pytest_collection_finish
+
+
+def stop(started: dict[str, Repro]) -> None:
+    """Kill what is still running (a session that ends early)."""
+    for repro in started.values():
+        if repro.proc.poll() is None:
+            repro.proc.kill()
+            repro.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def default_projects(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Repro]]:
+    """The two projects of :func:`start_default_projects` (started early by the conftest, or here), both
+    first runs finished before either test goes on, so the timed no-op repro runs alone."""
+    started = STARTED or start_default_projects(tmp_path_factory.mktemp("e2e"))
+    try:
+        yield all_finished(started)
+    finally:
+        stop(started)
+
+
+def all_finished(started: dict[str, Repro]) -> dict[str, Repro]:
+    """``started`` once every run has ended (or run out of time: the test's ``wait()`` then fails)."""
+    for repro in started.values():
+        try:
+            repro.proc.wait(timeout=max(1.0, repro.timeout - (time.perf_counter() - repro.started)))
+        except subprocess.TimeoutExpired:
+            pass  # the test's wait() kills it and fails with the log
+    return started
+
+
+@pytest.fixture(scope="module")
+def slow_projects(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Repro]]:
+    """The slow variants' two projects, side by side like :func:`default_projects`: vision + nlp with every
+    registered regime, and every own-data layout and format with frozen and lora."""
+    started = {"main": start_main(tmp_path_factory.mktemp("e2e-all"), ALL_REGIMES)}
+    own_dir, sources = own_project(tmp_path_factory.mktemp("e2e-own-all"), list(OWN_DATA), ["frozen", "lora"])
+    started["own"] = Repro(own_dir, repro_timeout(len(expected_stages(list(OWN_DATA), ["frozen", "lora"]))),
+                           sources)
+    try:
+        yield all_finished(started)
+    finally:
+        stop(started)
+
+
+def test_dvc_repro_end_to_end(default_projects: dict[str, Repro], tmp_path: Path) -> None:
     """frozen and lora on vision (MNIST) and NLP (Rotten Tomatoes)."""
-    e2e(tmp_path, DEFAULT_REGIMES)
+    e2e(tmp_path, DEFAULT_REGIMES, default_projects["main"])
 
 
 @pytest.mark.slow
-def test_dvc_repro_end_to_end_all_regimes(tmp_path: Path) -> None:
+def test_dvc_repro_end_to_end_all_regimes(slow_projects: dict[str, Repro], tmp_path: Path) -> None:
     """Every registered regime."""
-    e2e(tmp_path, ALL_REGIMES)
+    e2e(tmp_path, ALL_REGIMES, slow_projects["main"])
 
 
 def kill_params() -> dict[str, Any]:
@@ -282,6 +392,19 @@ OWN_DATA = {  # name -> (what make_* writes, the section's data)
 }
 
 
+PATIENTS, TABLE_ROWS = 24, 90  # what the generated image folders and tables hold
+
+
+def distinct_groups(name: str) -> int | None:
+    """How many groups (patients) section ``name``'s generated data holds; None without a group key."""
+    from shared.testing.own_data import table_rows
+
+    kind, data = OWN_DATA[name]
+    if not {"group_column", "group_pattern"} & set(data):
+        return None
+    return PATIENTS if kind in ("flat", "splits") else len(set(table_rows(TABLE_ROWS)["patient_id"]))
+
+
 def own_project(tmp_path: Path, names: list[str], regimes: list[str]) -> tuple[Path, dict[str, Path]]:
     """A project whose domains are generated image folders and tables, outside it, by section only."""
     from shared.testing.own_data import make_image_folder, make_table
@@ -293,10 +416,10 @@ def own_project(tmp_path: Path, names: list[str], regimes: list[str]) -> tuple[P
     for name in names:
         kind, data = OWN_DATA[name]
         if kind in ("flat", "splits"):
-            sources[name] = make_image_folder(tmp_path / "user" / name, layout=kind, patients=24)  # type: ignore[arg-type]
+            sources[name] = make_image_folder(tmp_path / "user" / name, layout=kind, patients=PATIENTS)  # type: ignore[arg-type]
             model = {"image_size": 32, "extract_batch_size": 64}
         else:
-            sources[name] = make_table(tmp_path / "user" / f"{name}.{kind}", kind, n=90)  # type: ignore[arg-type]
+            sources[name] = make_table(tmp_path / "user" / f"{name}.{kind}", kind, n=TABLE_ROWS)  # type: ignore[arg-type]
             model = {"max_length": 32, "extract_batch_size": 64}
         # no `regimes` keys: the check stage fills in what DVC tracks (the user wrote data, sizes, schedule)
         raw[name] = {"data": {**data, "path": str(sources[name])}, "model": model,
@@ -307,17 +430,21 @@ def own_project(tmp_path: Path, names: list[str], regimes: list[str]) -> tuple[P
     return make_project(tmp_path, raw), sources
 
 
-def e2e_own(tmp_path: Path, names: list[str], regimes: list[str]) -> None:
-    project, sources = own_project(tmp_path, names, regimes)
-    expected = {f"{s}@{d}" for s in ("fetch", "prepare", "extract") for d in names}
-    expected |= {f"{s}@{d}-{r}" for s in ("train", "evaluate") for d in names for r in regimes}
-    expected |= {"compare", "check"}
-    first = run(["dvc", "repro"], project, timeout=300 + 60 * len(expected))
-    assert stages_run(first) == expected
+def e2e_own(tmp_path: Path, names: list[str], regimes: list[str], started: Repro | None = None) -> None:
+    if started is None:
+        project, sources = own_project(tmp_path, names, regimes)
+        started = Repro(project, repro_timeout(len(expected_stages(names, regimes))), sources)
+    project, sources = started.project, started.sources
+    first = started.wait()
+    assert stages_run(first) == expected_stages(names, regimes)
     assert all(f"filled in the defaults of {n}: regimes." in first.stdout + first.stderr for n in names)
     for name in names:
         audit = json.loads((project / "reports" / "audit" / f"{name}.json").read_text())
         assert sum(audit["sizes"].values()) > 0
+        if (groups := distinct_groups(name)) is not None:  # group-disjoint: each patient in one split only
+            assert set(audit["groups"]) == {"train", "validation", "test"}, audit.get("groups")
+            assert all(n > 0 for n in audit["groups"].values()), audit["groups"]
+            assert sum(audit["groups"].values()) == groups, f"{name}: {audit['groups']} for {groups} patients"
         for regime in regimes:
             metrics = json.loads((project / "metrics" / name / f"{regime}.json").read_text())
             assert metrics["domain"] == name and 0.0 <= metrics["test"]["accuracy"] <= 1.0
@@ -330,8 +457,8 @@ def e2e_own(tmp_path: Path, names: list[str], regimes: list[str]) -> None:
     edited = names[0]
     source = sources[edited]
     if source.is_dir():  # one image replaced by another one's bytes
-        first, second = sorted(source.rglob("*.png"))[:2]
-        first.write_bytes(second.read_bytes())
+        image, other = sorted(source.rglob("*.png"))[:2]
+        image.write_bytes(other.read_bytes())
     else:  # one row appended
         source.write_bytes(source.read_bytes() + source.read_bytes().splitlines(keepends=True)[-1])
     status = json.loads(run(["dvc", "status", "--json", "dvc.yaml"], project).stdout or "{}")
@@ -339,13 +466,14 @@ def e2e_own(tmp_path: Path, names: list[str], regimes: list[str]) -> None:
     assert not {s for s in status if s.startswith(("fetch@", "prepare@")) and not s.endswith(f"@{edited}")}, status
 
 
-def test_own_data_end_to_end(tmp_path: Path) -> None:
-    """An image folder (metadata.csv patient column) and a CSV table (patient column) as domains: a params
-    section each, no plugin; the frozen probe end to end; editing one image makes fetch@skin stale."""
-    e2e_own(tmp_path, ["skin", "notes"], ["frozen"])
+def test_own_data_end_to_end(default_projects: dict[str, Repro], tmp_path: Path) -> None:
+    """Every own-data layout and format as a domain: a flat image folder (metadata.csv patient column), an
+    image folder with split folders (group pattern), CSV (patient column), JSONL and Parquet tables; a
+    params section each, no plugin; the frozen probe end to end; editing one image makes fetch@skin stale."""
+    e2e_own(tmp_path, list(OWN_DATA), ["frozen"], default_projects["own"])
 
 
 @pytest.mark.slow
-def test_own_data_every_layout_and_format_end_to_end(tmp_path: Path) -> None:
+def test_own_data_every_layout_and_format_end_to_end(slow_projects: dict[str, Repro], tmp_path: Path) -> None:
     """Flat and split image folders, CSV, JSONL and Parquet, with frozen and lora."""
-    e2e_own(tmp_path, list(OWN_DATA), ["frozen", "lora"])
+    e2e_own(tmp_path, list(OWN_DATA), ["frozen", "lora"], slow_projects["own"])
