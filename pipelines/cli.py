@@ -177,6 +177,56 @@ def ui_start_page(host: str, port: int) -> str:
     return base
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export a (domain, regime) network package to ONNX and check it with ONNX Runtime on the prepared test
+    split against the package's PyTorch probabilities; the check goes to ``<out stem>.check.json``."""
+    import onnxruntime
+    import torch
+    from datasets import load_from_disk
+
+    from shared.files.atomic import write_json
+    from shared.regimes.base import PACKAGE
+    from shared.serving.onnx import TOLERANCE, OnnxMismatchError, check_onnx, export_onnx
+    from shared.serving.package import CARD, raw_inputs
+
+    package = paths.model_dir(args.domain, args.regime) / PACKAGE
+    if not (package / CARD).is_file():
+        raise SystemExit(f"transferlab export: {package} is not a model package: run "
+                         f"`dvc repro train@{args.domain}-{args.regime}`")
+    test_dir = paths.prepared_dir(args.domain) / "test"
+    if not test_dir.is_dir():
+        raise SystemExit(f"transferlab export: {test_dir} missing: run `dvc repro prepare@{args.domain}`")
+    out = Path(args.out) if args.out else paths.model_dir(args.domain, args.regime) / "model.onnx"
+    export_onnx(package, out)
+    try:
+        check = check_onnx(package, out, raw_inputs(load_from_disk(str(test_dir))),
+                           tolerance=TOLERANCE if args.tolerance is None else args.tolerance)
+    except OnnxMismatchError as err:
+        out.unlink(missing_ok=True)  # no file that disagrees with its package is left to serve
+        raise OnnxMismatchError(f"{err}; {out} removed") from None
+    report_file = out.with_name(f"{out.stem}.check.json")
+    write_json(report_file, {"domain": args.domain, "regime": args.regime, "format": args.format,
+                             "onnx_file": out.name, "split": "test", **check, "torch": torch.__version__,
+                             "onnxruntime": onnxruntime.__version__})
+    print(f"transferlab export: wrote {out}; ONNX Runtime vs PyTorch on {check['n_items']} test items: max "
+          f"absolute probability difference {check['max_abs_diff']:.2e} (tolerance {check['tolerance']:g}); "
+          f"check in {report_file}")
+    return 0
+
+
+def add_export_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``export`` sub-command's parser."""
+    export = sub.add_parser("export", help="export a trained network to ONNX, checked on the test split",
+                            description=cmd_export.__doc__)
+    export.add_argument("domain")
+    export.add_argument("--regime", required=True)
+    export.add_argument("--format", choices=["onnx"], default="onnx")
+    export.add_argument("--out", default=None, help="the .onnx file (default: models/DOMAIN/REGIME/model.onnx)")
+    export.add_argument("--tolerance", type=float, default=None,
+                        help="largest allowed probability difference, ONNX Runtime vs PyTorch (default 1e-4)")
+    export.set_defaults(func=cmd_export)
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     """Start the MLflow UI on the project's store (localhost only unless --host says otherwise).
 
@@ -247,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=int, default=32)
     predict.add_argument("--no-progress", action="store_true", help="no progress bar")
     predict.set_defaults(func=cmd_predict)
+    add_export_parser(sub)
     ui = sub.add_parser("ui", help="MLflow UI on the project's store")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)

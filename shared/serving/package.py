@@ -185,7 +185,10 @@ class NetworkScorer(Scorer):
         self.max_length = params.max_length
         self.batch_size = batch_size
 
-    def _inputs(self, items: Sequence[Input], offset: int) -> Any:
+    def prepare(self, items: Sequence[Input], offset: int = 0) -> Any:
+        """The network's input for ``items``, exactly as :meth:`predict_proba` feeds it: uint8 images
+        (B, 3, S, S), or the tokenizer's ``input_ids`` / ``attention_mask`` (/ ``token_type_ids``) padded to
+        the longest item (at most ``max_length``). ``offset`` is the first item's index in error messages."""
         if self.card.modality == "image":
             return _decode_all(items, self.image_size, offset)
         assert self.tokenizer is not None
@@ -200,7 +203,7 @@ class NetworkScorer(Scorer):
                     else nullcontext())
         with torch.inference_mode():
             for start in range(0, len(items), self.batch_size):
-                inputs = self._inputs(items[start:start + self.batch_size], start)
+                inputs = self.prepare(items[start:start + self.batch_size], start)
                 with autocast:
                     logits = self.model(inputs)
                 out.append(logits.float().softmax(-1).numpy())
