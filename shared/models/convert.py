@@ -1,8 +1,11 @@
-"""torchvision GoogLeNet checkpoints -> :mod:`shared.models.googlenet` (explicit key map, strict load).
+"""Checkpoint converters: torchvision GoogLeNet -> :mod:`shared.models.googlenet`, and an ONNX export of a
+BERT encoder -> a transformers ``BertModel`` state dict and config.
 
-The map is written out in full: every torchvision key has exactly one target, and a key outside the map
-raises instead of being silently dropped. Checkpoints are read with ``torch.load(weights_only=True)``;
-remote ones are fetched through :func:`shared.data.sources.download` into torch hub's checkpoint cache.
+The GoogLeNet map is written out in full: every torchvision key has exactly one target, and a key outside
+the map raises instead of being silently dropped. Checkpoints are read with
+``torch.load(weights_only=True)``; remote ones are fetched through :func:`shared.data.sources.download` into
+torch hub's checkpoint cache. The ONNX converter reads the architecture off the graph and accounts for
+every initializer (one that maps nowhere raises).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import torch
@@ -17,13 +21,18 @@ import torch.nn as nn
 
 from shared.data.sources import SourceError, download, file_digest
 
+if TYPE_CHECKING:
+    import onnx
+
 __all__ = [
+    "ONNX_BERT_ANCHOR",
     "TORCHVISION_KEY_MAP",
     "TORCHVISION_URL",
     "convert_torchvision_googlenet",
     "fit_aux_heads",
     "is_torchvision_googlenet",
     "load_torchvision_googlenet",
+    "onnx_bert_state_dict",
     "read_checkpoint",
 ]
 
@@ -154,3 +163,91 @@ def load_torchvision_googlenet(model: nn.Module, source: Mapping[str, torch.Tens
         state_dict = convert_torchvision_googlenet(state_dict)
     model.load_state_dict(fit_aux_heads(state_dict, model), strict=True)
     return model
+
+
+ONNX_BERT_ANCHOR = "embeddings.word_embeddings.weight"  # locates the exporter's prefix (e.g. "model.0.auto_model.")
+_LAYER = re.compile(r"^encoder\.layer\.(\d+)\.")
+
+
+def _constant_value(node: onnx.NodeProto) -> list[int]:
+    from onnx import numpy_helper
+
+    return [int(v) for v in numpy_helper.to_array(node.attribute[0].t).reshape(-1)]
+
+
+def _attention_heads(graph: onnx.GraphProto, query_bias: str, hidden: int) -> int:
+    """Heads from the reshape of layer 0's query projection to (batch, seq, heads, head_dim)."""
+    producers = {out: node for node in graph.node for out in node.output}
+    query = next(node.output[0] for node in graph.node if node.op_type == "Add" and query_bias in node.input)
+    for node in graph.node:
+        if node.op_type == "Reshape" and node.input[0] == query:
+            shape = producers[node.input[1]]
+            if shape.op_type == "Concat":
+                dims = [producers[i] for i in shape.input[-2:]]
+                if all(d.op_type == "Constant" for d in dims):
+                    heads, head_dim = (_constant_value(d)[0] for d in dims)
+                    if heads * head_dim == hidden:
+                        return heads
+    raise ValueError("cannot find the attention head count: no (batch, seq, heads, head_dim) reshape of "
+                     f"the output of {query_bias}'s Add")
+
+
+def onnx_bert_state_dict(model: onnx.ModelProto) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """A transformers ``BertModel`` state dict (no pooler) and ``BertConfig`` keyword arguments read off a
+    PyTorch ONNX export of a BERT encoder.
+
+    Named initializers keep their names (less the exporter's prefix); the exporter's anonymous
+    ``MatMul`` weights are named after the bias of the ``Add`` that follows them and transposed back to
+    ``nn.Linear``'s (out, in) layout. Layers, hidden size, heads, intermediate size, vocabulary, maximum
+    positions, LayerNorm epsilon and the activation come from the graph.
+
+    Raises:
+        ValueError: the graph is not a BERT encoder export, or an initializer maps nowhere.
+    """
+    from onnx import numpy_helper
+
+    graph = model.graph
+    arrays = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    anchor = next((name for name in arrays if name.endswith(ONNX_BERT_ANCHOR)), None)
+    if anchor is None:
+        raise ValueError(f"not a BERT export: no initializer named *{ONNX_BERT_ANCHOR}")
+    prefix = anchor[: -len(ONNX_BERT_ANCHOR)]
+    state = {name[len(prefix):]: torch.from_numpy(a.copy()) for name, a in arrays.items() if name.startswith(prefix)}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    for node in graph.node:
+        weight = node.input[1] if node.op_type == "MatMul" and len(node.input) == 2 else ""
+        if weight not in arrays or weight.startswith(prefix):
+            continue
+        biases = [i for add in consumers.get(node.output[0], []) if add.op_type == "Add"
+                  for i in add.input if i.startswith(prefix) and i.endswith(".bias")]
+        if len(biases) != 1:
+            raise ValueError(f"MatMul weight {weight} is not followed by exactly one bias Add ({biases})")
+        state[biases[0][len(prefix):-len("bias")] + "weight"] = torch.from_numpy(arrays[weight].T.copy())
+    unmapped = sorted(set(arrays) - {n for n in arrays if n.startswith(prefix)}
+                      - {n.input[1] for n in graph.node if n.op_type == "MatMul" and len(n.input) == 2})
+    if unmapped:
+        raise ValueError(f"{len(unmapped)} ONNX initializer(s) map nowhere: {unmapped[:10]}")
+    ops = {node.op_type for node in graph.node}
+    if "Erf" not in ops:
+        raise ValueError("no Erf node: the activation is not BERT's exact GELU")
+    epsilons = {a.f for n in graph.node if n.op_type == "LayerNormalization" for a in n.attribute
+                if a.name == "epsilon"}
+    if len(epsilons) != 1:
+        raise ValueError(f"expected one LayerNorm epsilon, found {sorted(epsilons)}")
+    vocab, hidden = state["embeddings.word_embeddings.weight"].shape
+    config = {
+        "vocab_size": int(vocab),
+        "hidden_size": int(hidden),
+        "num_hidden_layers": len({m.group(1) for k in state if (m := _LAYER.match(k))}),
+        "num_attention_heads": _attention_heads(graph, f"{prefix}encoder.layer.0.attention.self.query.bias",
+                                                int(hidden)),
+        "intermediate_size": int(state["encoder.layer.0.intermediate.dense.bias"].shape[0]),
+        "max_position_embeddings": int(state["embeddings.position_embeddings.weight"].shape[0]),
+        "type_vocab_size": int(state["embeddings.token_type_embeddings.weight"].shape[0]),
+        "layer_norm_eps": float(f"{epsilons.pop():.6g}"),  # float32 1e-12 -> 1e-12
+        "hidden_act": "gelu",
+    }
+    return state, config

@@ -12,15 +12,17 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokeniz
 
 from shared.config import ModelParams
 from shared.models.base import Classifier
-from shared.models.weights import MINILM_NAMES, WeightsUnavailableError, minilm_dir
+from shared.models.weights import OFFLINE_TEXT_MODELS, WeightsUnavailableError
 
 
 def model_source(params: ModelParams) -> str:
-    """A local folder for offline names (packaged MiniLM, ``weights_file``, a path), else the hub name."""
+    """A local folder for offline names (packaged or converted MiniLMs, ``weights_file``, a path), else the
+    hub name."""
     if params.weights_file:
         return params.weights_file
-    if params.backbone in MINILM_NAMES:
-        return str(minilm_dir())
+    offline = OFFLINE_TEXT_MODELS.get(params.backbone)
+    if offline is not None:
+        return str(offline())
     return params.backbone
 
 
