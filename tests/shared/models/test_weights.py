@@ -164,7 +164,9 @@ def test_unknown_timm_name_lists_examples() -> None:
     message = str(info.value)
     assert message.startswith("unknown timm backbone 'efficientnet_lite_typo'; e.g. [")
     assert "'efficientnet_lite0'" in message  # the close matches
-    assert "offline pretrained weights: ['tf_efficientnet_lite0']" in message
+    assert ("offline pretrained weights: ['tf_efficientnet_lite0', 'tf_efficientnet_lite1', "
+            "'tf_efficientnet_lite2']") in message
     assert "timm.list_models() lists all" in message
-    with pytest.raises(ValueError, match=r"unknown timm backbone 'xyzzy'; e\.g\. \['tf_efficientnet_lite0'\]"):
+    with pytest.raises(ValueError, match=r"unknown timm backbone 'xyzzy'; e\.g\. \['tf_efficientnet_lite0', "
+                                         r"'tf_efficientnet_lite1', 'tf_efficientnet_lite2'\]"):
         build_model(ModelParams(backbone="xyzzy"), "image", 2, pretrained=False)
