@@ -17,11 +17,11 @@ trusted types.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -37,6 +37,7 @@ ENCODER = "encoder"
 BASELINE = "baseline.skops"
 FORMAT = "transferlab-model/1"
 BATCH_SIZE = 32
+T = TypeVar("T")
 Input = str | Path | bytes  # an image's bytes or path, or a text
 
 
@@ -131,17 +132,18 @@ class InputError(ValueError):
     """An input that cannot be scored (an undecodable image, a missing text); names the item."""
 
 
-def _decode_all(items: Sequence[Input], image_size: int, offset: int) -> torch.Tensor:
+def _decoded(items: Sequence[Input], decode: Callable[[Input, str | None], T], offset: int = 0) -> list[T]:
+    """``decode(item, name)`` of every image item; an undecodable or unreadable one raises
+    :class:`InputError` naming its position (``offset`` + index)."""
     from shared.data.images import BadImageError
-    from shared.data.loaders import image_tensor
 
-    tensors = []
+    out = []
     for i, item in enumerate(items):
         try:
-            tensors.append(image_tensor(item, image_size, name=None if isinstance(item, bytes) else str(item)))
+            out.append(decode(item, None if isinstance(item, bytes) else str(item)))
         except (BadImageError, OSError) as err:
             raise InputError(f"item {offset + i}: {err}") from None
-    return torch.stack(tensors)
+    return out
 
 
 def _texts(items: Sequence[Any], offset: int) -> list[str]:
@@ -190,7 +192,10 @@ class NetworkScorer(Scorer):
         (B, 3, S, S), or the tokenizer's ``input_ids`` / ``attention_mask`` (/ ``token_type_ids``) padded to
         the longest item (at most ``max_length``). ``offset`` is the first item's index in error messages."""
         if self.card.modality == "image":
-            return _decode_all(items, self.image_size, offset)
+            from shared.data.loaders import image_tensor
+
+            size = self.image_size
+            return torch.stack(_decoded(items, lambda item, name: image_tensor(item, size, name=name), offset))
         assert self.tokenizer is not None
         encoded = self.tokenizer(_texts(items, offset), truncation=True, max_length=self.max_length, padding=True,
                                  return_tensors="pt")
@@ -236,15 +241,10 @@ class BaselineScorer(Scorer):
         if self.card.modality == "text":
             x = self.objects["vectorizer"].transform(_texts(items, 0))
         else:
-            from shared.data.images import BadImageError, decode_image
+            from shared.data.images import decode_image
             from shared.regimes.baseline import pixel_features
 
-            images = []
-            for i, item in enumerate(items):
-                try:
-                    images.append(decode_image(item, name=None if isinstance(item, bytes) else str(item)))
-                except (BadImageError, OSError) as err:
-                    raise InputError(f"item {i}: {err}") from None
+            images = _decoded(items, lambda item, name: decode_image(item, name=name))
             x, _ = pixel_features(images, int(self.card.baseline["pixel_size"]), bool(self.card.baseline["grey"]))
         return full_probs(self.objects["classifier"], x, len(self.card.class_names))
 

