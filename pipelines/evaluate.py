@@ -35,6 +35,14 @@ def scalar_metrics(split: str, metrics: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def run_label(metrics: dict) -> str:
+    """The run's name in the MLflow runs table once evaluated: regime, backbone, primary test metric and
+    train time, e.g. ``vision-lora | tf_efficientnet_lite0 | accuracy 0.912 | 183 s``."""
+    primary = metrics["primary_metric"]
+    return (f"{metrics['domain']}-{metrics['regime']} | {metrics['backbone']} | {primary} "
+            f"{metrics['test'][primary]:.3f} | {metrics.get('train_seconds') or 0:.0f} s")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the stage."""
     stage = parse_stage(argv, __doc__ or "", with_regime=True)
@@ -76,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                             if isinstance(info.get(k), (int, float)) and not isinstance(info.get(k), bool)}})
             if info.get("precision"):  # which precision trained it, and why (shared/training/precision.py)
                 mlflow.set_tags({"precision": info["precision"], "precision_reason": info.get("precision_reason", "")})
+            mlflow.set_tag("mlflow.runName", run_label(metrics))  # what the runs table shows without setup
             mlflow.log_artifact(str(paths.metrics_file(domain.name, regime)))
             mlflow.log_artifact(str(model_dir / "predictions.safetensors"), artifact_path="predictions")
             for figure in figures:

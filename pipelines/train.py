@@ -26,7 +26,7 @@ from shared.files.atomic import write_json
 from shared.files.imports import CODE_ROOT, digest_files, import_closure
 from shared.regimes.base import RegimeContext
 from shared.serving.package import ModelCard
-from shared.tracking import init_store, tracked_run
+from shared.tracking import init_store, log_splits, tracked_run
 from shared.training.loop import distributed_state
 from shared.training.run import run_regime
 
@@ -82,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         params={"seed": stage.params.seed, "regime": regime.name, **stage.dp.model_dump(exclude={"regimes"}),
                 "regimes": {regime.name: regime.params.model_dump()}},
     ) as run:
-        preds, info = run_regime(regime, context(stage, ckpt), out)
+        ctx = context(stage, ckpt)
+        log_splits(ctx.data, name, paths.prepared_dir(name))  # the runs table's Dataset column, the lineage
+        preds, info = run_regime(regime, ctx, out)
         preds.save(out / "predictions.safetensors")
         info.setdefault("train_seconds", 0.0)
         write_json(out / "run.json", {"run_id": run.info.run_id, "domain": name, "regime": regime.name, **info})

@@ -16,11 +16,12 @@ import math
 import os
 import signal
 import socket
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
 
@@ -34,7 +35,12 @@ from shared import paths  # noqa: E402
 from shared.files.processes import pid_alive, process_start  # noqa: E402
 from shared.files.signals import SignalSection, signal_exit  # noqa: E402
 
+if TYPE_CHECKING:
+    from datasets import DatasetDict
+
 PID_TAG, HOST_TAG, START_TAG = "pid", "hostname", "process_start"
+# The MLflow UI opens an experiment on what its kind says: training runs, not the GenAI traces view.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def tracking_uri() -> str:
@@ -93,13 +99,16 @@ def _experiment_id(client: MlflowClient, name: str) -> str:
     """Get or create the experiment ``name``; a concurrent creator is tolerated."""
     exp = client.get_experiment_by_name(name)
     if exp is not None:
+        if not EXPERIMENT_KIND.items() <= exp.tags.items():  # a store written before the kind was set
+            for key, value in EXPERIMENT_KIND.items():
+                client.set_experiment_tag(exp.experiment_id, key, value)
         return exp.experiment_id
     with _store_lock(tracking_uri()):
         exp = client.get_experiment_by_name(name)  # created while we waited for the lock?
         if exp is not None:
             return exp.experiment_id
         try:
-            return client.create_experiment(name)
+            return client.create_experiment(name, tags=EXPERIMENT_KIND)
         except MlflowException:  # a server store: another client created it in between
             exp = client.get_experiment_by_name(name)
             if exp is None:
@@ -197,6 +206,43 @@ def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
     if bad:
         raise ValueError(f"non-finite metric(s) {', '.join(f'{k}={values[k]}' for k in bad)}: not logged")
     mlflow.log_metrics(values, step=step)
+
+
+def _column_type(feature: Any) -> str:
+    """The MLflow column type of a ``datasets`` feature: images travel as bytes, class labels as integers,
+    values as their own type."""
+    kind, dtype = getattr(feature, "_type", ""), str(getattr(feature, "dtype", ""))
+    if kind == "Image":
+        return "binary"
+    if kind == "Value" and dtype.startswith("float"):
+        return "double"
+    if kind == "Value" and dtype == "bool":
+        return "boolean"
+    return "long" if kind == "ClassLabel" or dtype.startswith(("int", "uint")) else "string"
+
+
+def log_splits(data: DatasetDict, name: str, folder: Path) -> None:
+    """Log each split of ``data`` (saved in ``folder``) as an MLflow dataset input of the active run: named
+    ``<name>-<split>``, the split as its context, the split's content fingerprint as its digest and its
+    columns as the schema, so the runs table's Dataset column and the lineage show what a run saw."""
+    from mlflow.data.dataset import Dataset
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.types import ColSpec, Schema
+
+    datasets: list[Dataset | None] = []
+    contexts: list[str | None] = []
+    for split, ds in data.items():
+        location = folder / split
+        uri = str(location.relative_to(paths.root()) if location.is_relative_to(paths.root()) else location)
+        with warnings.catch_warnings():  # MLflow registers its local source twice ("" and "file") and says so
+            warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+            source = resolve_dataset_source(uri)
+        schema = Schema([ColSpec(_column_type(feature), column) for column, feature in ds.features.items()])
+        datasets.append(MetaDataset(source, name=f"{name}-{split}", digest=ds._fingerprint[:16],  # type: ignore[abstract]
+                                    schema=schema))
+        contexts.append(split)
+    mlflow.log_inputs(datasets=datasets, contexts=contexts, tags_list=[None] * len(datasets))
 
 
 # --- the run context ---------------------------------------------------------------------------

@@ -91,6 +91,31 @@ def test_run_ends_finished_with_tags_and_params(store: MlflowClient) -> None:
     assert got.data.metrics == {"acc": 0.5}
 
 
+def test_experiments_open_on_training_runs(store: MlflowClient) -> None:
+    """The UI opens an experiment by its kind: ours are model development, also in a store made before."""
+    assert store.get_experiment_by_name(EXP).tags["mlflow.experimentKind"] == "custom_model_development"
+    old = store.create_experiment("older")  # as an earlier version created it: no kind
+    init_store(["older"])
+    assert store.get_experiment(old).tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_splits_are_logged_as_dataset_inputs(store: MlflowClient, tmp_path: Path) -> None:
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+
+    features = Features({"text": Value("string"), "score": Value("float32"), "label": ClassLabel(names=["a", "b"])})
+    data = DatasetDict({split: Dataset.from_dict({"text": [split, "x"], "score": [0.5, 1.0], "label": [0, 1]},
+                                                 features=features) for split in ("train", "test")})
+    with tracked_run(EXP, "data", tags=TAGS) as run:
+        tracking.log_splits(data, "toy", tmp_path / "data" / "prepared" / "toy")
+    inputs = store.get_run(run.info.run_id).inputs.dataset_inputs
+    got = {i.dataset.name: (i.tags[0].value, i.dataset.digest, i.dataset.source) for i in inputs}
+    assert got == {f"toy-{s}": (s, data[s]._fingerprint[:16], f'{{"uri": "data/prepared/toy/{s}"}}')
+                   for s in ("train", "test")}  # the split as context; a path relative to the project
+    schema = inputs[0].dataset.schema
+    assert all(f'"{t}", "name": "{c}"' in schema for t, c in [("string", "text"), ("double", "score"),
+                                                               ("long", "label")]), schema
+
+
 def test_exception_marks_failed_with_truncated_error_tag(store: MlflowClient) -> None:
     with pytest.raises(RuntimeError), tracked_run(EXP, "boom", tags=TAGS) as run:
         raise RuntimeError("disk on fire " * 2000)
