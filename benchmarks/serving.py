@@ -9,13 +9,15 @@ and ``trainable_bytes``: for LoRA the adapter vs the merged model), then a real 
 the project's store, the first ``--items`` test items POSTed in batches of ``--batch``: the maximum
 absolute difference from ``models/<d>/<champion>/predictions.safetensors``, seconds per request and items
 per second, and the answers to two malformed requests (a wrong column, an undecodable image / a number
-for a text). Writes ``results/serving.json``.
+for a text); then, for the champion and the cheapest, ``transferlab predict``'s throughput on the same items
+as files against the bare network forward (:func:`predict_vs_forward`). Writes ``results/serving.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -87,6 +89,76 @@ def domain_result(project: Path, domain: str, regimes: list[str], items: int, ba
     }
 
 
+def predict_vs_forward(project: Path, domain: str, regime: str, items: int, batch: int, tmp: Path
+                       ) -> dict[str, Any]:
+    """``transferlab predict``'s path (read the files, the logged pyfunc in batches of ``batch``) against the
+    bare network forward of the same package on the same items, already decoded and batched: items per
+    second of each and their ratio (the target is >= 0.9). Both in the package's precision, after one
+    warm-up batch each; the CLI's own start-up (imports, loading the model) is reported apart."""
+    import io
+    import subprocess
+    import sys
+    from contextlib import nullcontext
+
+    import mlflow
+    import torch
+    from datasets import load_from_disk
+    from PIL import Image
+
+    from shared.regimes.base import PACKAGE
+    from shared.serving.package import NetworkScorer, load_package, raw_inputs
+    from shared.serving.predict import predict_items, read_inputs
+
+    folder = project / "models" / domain / regime
+    scorer = load_package(folder / PACKAGE)
+    if not isinstance(scorer, NetworkScorer):
+        return {"regime": regime, "skipped": "not a network (the scikit-learn baseline)"}
+    card = scorer.card
+    inputs = raw_inputs(load_from_disk(str(project / "data" / "prepared" / domain / "test")))[:items]
+    files = tmp / f"{domain}-{regime}"
+    files.mkdir()
+    if card.modality == "image":  # one file per item, as a user's folder holds them
+        for i, data in enumerate(inputs):
+            fmt = (Image.open(io.BytesIO(data)).format or "png").lower()  # type: ignore[arg-type]
+            (files / f"{i:05d}.{fmt}").write_bytes(data)  # type: ignore[arg-type]
+        source = str(files)
+    else:
+        import pandas as pd
+
+        source = str(files / "items.csv")
+        pd.DataFrame({card.input_column: inputs}).to_csv(source, index=False)
+    uri = json.loads((project / "metrics" / domain / f"{regime}.json").read_text())["model_uri"]
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    model = mlflow.pyfunc.load_model(uri)
+    read = read_inputs([source], card.modality, card.input_column)
+    predict_items(model, read[:batch], card.input_column, batch_size=batch, progress=False)  # warm-up
+    t0 = time.perf_counter()
+    read = read_inputs([source], card.modality, card.input_column)
+    rows = predict_items(model, read, card.input_column, batch_size=batch, progress=False)
+    predict_s = time.perf_counter() - t0
+    failed = [r for r in rows if r.get("error")]
+    batches = [scorer.prepare(inputs[s:s + batch], s) for s in range(0, len(inputs), batch)]
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if card.precision == "bf16" else nullcontext()
+    with torch.inference_mode(), autocast:
+        scorer.model(batches[0])  # warm-up
+        t0 = time.perf_counter()
+        for inputs_batch in batches:
+            scorer.model(inputs_batch)
+        forward_s = time.perf_counter() - t0
+    cli = [sys.executable, "-m", "pipelines.cli", "predict", domain, source, "--model", uri, "--batch-size",
+           str(batch), "--no-progress", "--out", str(tmp / f"{domain}-{regime}.csv")]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cli, cwd=project, capture_output=True, text=True,
+                          env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}"})
+    cli_s = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cli)} exited {proc.returncode}: {proc.stderr[-2000:]}")
+    return {"regime": regime, "items": len(rows), "failed": len(failed), "batch": batch,
+            "precision": card.precision, "predict_items_per_second": len(rows) / predict_s,
+            "forward_items_per_second": len(inputs) / forward_s, "ratio": forward_s / predict_s,
+            "cli_wall_seconds": cli_s, "cli_startup_seconds": cli_s - predict_s}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark on ``--project``."""
     import yaml
@@ -102,9 +174,13 @@ def main(argv: list[str] | None = None) -> int:
                            "domains": params["domains"], "regimes": params["regimes"], "results": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for domain in params["domains"]:
-            out["results"][domain] = domain_result(project, domain, params["regimes"], args.items, args.batch,
-                                                   Path(tmp) / f"{domain}.log")
-            print(domain, json.dumps(out["results"][domain]["served"]))
+            result = domain_result(project, domain, params["regimes"], args.items, args.batch,
+                                   Path(tmp) / f"{domain}.log")
+            regimes = dict.fromkeys(v["regime"] for v in result["registered"].values())
+            result["predict_vs_forward"] = [predict_vs_forward(project, domain, r, args.items, args.batch, Path(tmp))
+                                            for r in regimes]
+            out["results"][domain] = result
+            print(domain, json.dumps(result["served"]), json.dumps(result["predict_vs_forward"]))
     print(write_result("serving", out))
     return 0
 

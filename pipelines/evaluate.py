@@ -23,7 +23,8 @@ from shared.serving.package import folder_bytes, raw_inputs
 from shared.tracking import log_metrics, tracked_run
 
 SUMMARY_KEYS = ("trainable_params", "total_params", "train_seconds", "peak_memory_mb", "train_samples_per_second",
-                "precision", "precision_reason", "precision_fp32_step_seconds", "precision_bf16_step_seconds")
+                "precision", "precision_reason", "precision_fp32_step_seconds", "precision_bf16_step_seconds",
+                "scoring_precision")
 
 
 def scalar_metrics(split: str, metrics: dict[str, Any]) -> dict[str, float]:
@@ -83,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
                          **{k: float(info[k]) for k in SUMMARY_KEYS
                             if isinstance(info.get(k), (int, float)) and not isinstance(info.get(k), bool)}})
             if info.get("precision"):  # which precision trained it, and why (shared/training/precision.py)
-                mlflow.set_tags({"precision": info["precision"], "precision_reason": info.get("precision_reason", "")})
+                mlflow.set_tags({"precision": info["precision"], "precision_reason": info.get("precision_reason", ""),
+                                 "scoring_precision": info.get("scoring_precision", info["precision"])})
             mlflow.set_tag("mlflow.runName", run_label(metrics))  # what the runs table shows without setup
             mlflow.log_artifact(str(paths.metrics_file(domain.name, regime)))
             mlflow.log_artifact(str(model_dir / "predictions.safetensors"), artifact_path="predictions")

@@ -128,9 +128,10 @@ def make_project(root: Path, params: dict[str, Any]) -> Path:
 
 
 def check_outputs(project: Path, regimes: list[str],
-                  runs_of: dict[tuple[str, str], int] | None = None) -> None:
+                  runs_of: dict[tuple[str, str], int] | None = None, served: bool = True) -> None:
     """Metrics JSON per (domain, regime), the comparison report, and FINISHED MLflow runs: one per
-    (domain, regime) unless ``runs_of`` says otherwise."""
+    (domain, regime) unless ``runs_of`` says otherwise; with ``served``, the logged models and the registry
+    (:func:`check_served`)."""
     for domain in DOMAINS:
         for regime in regimes:
             path = project / "metrics" / domain / f"{regime}.json"
@@ -174,7 +175,48 @@ def check_outputs(project: Path, regimes: list[str],
         assert tags.get("git_commit") == head
         for name in ("test_accuracy", "test_macro_f1", "test_auroc"):
             assert name in metrics, f"{key}: metric {name} missing ({sorted(metrics)})"
+        # what the MLflow UI's runs table shows without configuring columns: the name and the datasets
+        assert re.fullmatch(rf"{key[0]}-{key[1]} \| .+ \| \w+ [01]\.\d{{3}} \| \d+ s", r.info.run_name), \
+            r.info.run_name
+        splits = {i.dataset.name: i.tags[0].value for i in client.get_run(r.info.run_id).inputs.dataset_inputs}
+        assert splits == {f"{key[0]}-{s}": s for s in ("train", "validation", "test")}, splits
     assert seen == {(d, r): 1 for d in DOMAINS for r in regimes} | (runs_of or {})
+    assert all(e.tags.get("mlflow.experimentKind") == "custom_model_development" for e in experiments if e)
+    if served:
+        check_served(project, client, rows)
+
+
+def check_served(project: Path, client: Any, rows: list[dict[str, Any]]) -> None:
+    """Every (domain, regime)'s logged MLflow model, loaded from the project's store, gives the evaluate
+    stage's test probabilities for the raw test inputs (<= 1e-5); each domain's winner is registered
+    ``transferlab-<domain>@champion`` and its cheapest front regime ``@cheapest``."""
+    import mlflow
+    import numpy as np
+    import pandas as pd
+    from datasets import load_from_disk
+
+    from shared.evaluation.predictions import Predictions
+    from shared.regimes.base import PACKAGE
+    from shared.serving.package import ModelCard, probability_columns, raw_inputs
+    from shared.serving.registration import CHAMPION, CHEAPEST, cheapest_row, registered_name
+
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    for domain in DOMAINS:
+        items = raw_inputs(load_from_disk(str(project / "data" / "prepared" / domain / "test")))
+        members = [row for row in rows if row["domain"] == domain]
+        for row in members:
+            folder = project / "models" / domain / row["regime"]
+            card = ModelCard.read(folder / PACKAGE)
+            uri = json.loads((project / "metrics" / domain / f"{row['regime']}.json").read_text())["model_uri"]
+            out = mlflow.pyfunc.load_model(uri).predict(pd.DataFrame({card.input_column: items}))
+            expected = Predictions.load(folder / "predictions.safetensors").test_probs
+            np.testing.assert_allclose(out[probability_columns(card.class_names)].to_numpy(), expected, atol=1e-5,
+                                       err_msg=f"{domain}/{row['regime']}: {uri}")
+        chosen = {CHAMPION: next(row for row in members if row.get("winner")), CHEAPEST: cheapest_row(members)}
+        for alias, row in chosen.items():
+            assert row is not None, f"{domain}: no {alias} row"
+            version = client.get_model_version_by_alias(registered_name(domain), alias)
+            assert version.tags["regime"] == row["regime"], f"{registered_name(domain)}@{alias}: {version.tags}"
 
 
 def expected_stages(domains: list[str] | tuple[str, ...], regimes: list[str]) -> set[str]:
@@ -231,7 +273,7 @@ def e2e(tmp_path: Path, regimes: list[str], started: Repro | None = None) -> Non
     changed = run(["dvc", "repro"], project)
     assert stages_run(changed) == {"check", "train@vision-frozen", "evaluate@vision-frozen", "compare"}
     assert json.loads((project / "models" / "vision" / "frozen" / "run.json").read_text())["probe_C"] == 0.5
-    check_outputs(project, regimes, runs_of={("vision", "frozen"): 2})
+    check_outputs(project, regimes, runs_of={("vision", "frozen"): 2}, served=False)
 
     # code is a dependency too: editing the baseline regime's module makes every train stage stale (they
     # depend on the whole shared/regimes package), train@*-baseline among them, and nothing upstream

@@ -19,11 +19,12 @@ from shared.training.run import run_regime
 
 
 def train_tiny_package(folder: Path, modality: Literal["image", "text"], model: ModelParams, dd: DatasetDict,
-                       regime: str) -> tuple[Path, np.ndarray]:
-    """Run ``regime`` on tiny binary data in ``folder`` with a card, in a throwaway MLflow store (the loop logs
-    each epoch); returns the package folder and the run's test probabilities."""
+                       regime: str, store: str | None = None, precision: str = "fp32") -> tuple[Path, np.ndarray]:
+    """Run ``regime`` on tiny binary data in ``folder`` with a card, in the MLflow store ``store`` (default: a
+    new one in ``folder``; the loop logs each epoch); returns the package folder and the run's test
+    probabilities. ``precision`` is the training precision (``train.precision``)."""
     dp = DomainParams(data=DataParams(dataset="tiny"), model=model,
-                      train=TrainParams(epochs=1, batch_size=8, precision="fp32"))
+                      train=TrainParams(epochs=1, batch_size=8, precision=precision))
     cls = get_regime(regime)
     ctx = tiny_context(dp, modality, dd, folder,
                        model=feature_backbone(model, modality, 2) if cls.needs_features else None)
@@ -32,7 +33,7 @@ def train_tiny_package(folder: Path, modality: Literal["image", "text"], model: 
                          model=model.model_dump(mode="json", exclude={"weights_file", "extract_batch_size"}))
     out = folder / "out"
     out.mkdir(parents=True)
-    mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
+    mlflow.set_tracking_uri(store or f"sqlite:///{folder / 'mlflow.db'}")
     with mlflow.start_run():  # the shared loop logs each epoch
         preds, _ = run_regime(cls.for_domain(dp), ctx, out)
     return out / PACKAGE, preds.test_probs

@@ -23,6 +23,7 @@ import os
 import resource
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import Any, cast
 
 import numpy as np
@@ -215,17 +216,17 @@ def _to_device(inputs: Any, device: torch.device) -> Any:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, loader: DataLoader, accelerator: Accelerator, channels_last: bool = False
-            ) -> tuple[np.ndarray, np.ndarray, float]:
+def predict(model: nn.Module, loader: DataLoader, accelerator: Accelerator, channels_last: bool = False,
+            autocast: bool = True) -> tuple[np.ndarray, np.ndarray, float]:
     """Softmax probabilities, labels (in the split's order) and mean loss over ``loader`` (gathered across
-    processes)."""
+    processes); in the accelerator's mixed precision unless ``autocast`` is false (then fp32)."""
     model.eval()
     probs, labels, losses = [], [], []
     for batch in loader:
         inputs, y = split_batch(batch)
         inputs, y = _to_device(inputs, accelerator.device), y.to(accelerator.device, non_blocking=True)
         inputs = to_memory_format(inputs, channels_last)
-        with accelerator.autocast():
+        with accelerator.autocast() if autocast else nullcontext():
             logits, _ = split_outputs(model(inputs))
         logits = logits.float()
         loss = F.cross_entropy(logits, y, reduction="none")

@@ -82,11 +82,17 @@ def train_network(regime: NetworkRegime[Any], ctx: RegimeContext, out: Path | No
                  class_weights=loss_weights, callbacks=callbacks, generator=generator, seed=ctx.seed,
                  metric=ctx.metric, penalty=prepared.penalty)
     channels_last = use_channels_last(train, network, accelerator.device)
+    # The probabilities evaluate scores are those the package serves: on the CPU in fp32 whatever precision
+    # trained (bf16 on CPU speeds training; scoring is a small part, and fp32 makes the served model give
+    # the evaluated probabilities to 1e-5 after an adapter is merged); on CUDA in the training precision.
+    scoring = precision.precision if accelerator.device.type == "cuda" else "fp32"
     val_probs, val_labels = result.best_val_probs, result.best_val_labels  # the best epoch's, as scored
-    if val_probs is None or val_labels is None:  # no epoch beat the initial score (NaN scores)
+    if val_probs is None or val_labels is None or scoring != precision.precision:  # not scored, or not so
         val_loader = accelerator.prepare(make_loader(datasets["validation"], train.batch_size * 2, **loader_kw))
-        val_probs, val_labels, _ = predict(network, val_loader, accelerator, channels_last)
-    test_probs, test_labels, _ = predict(network, test_loader, accelerator, channels_last)
+        val_probs, val_labels, _ = predict(network, val_loader, accelerator, channels_last,
+                                           autocast=scoring == precision.precision)
+    test_probs, test_labels, _ = predict(network, test_loader, accelerator, channels_last,
+                                         autocast=scoring == precision.precision)
     network = accelerator.unwrap_model(network)
     trainable, total = count_parameters(network)
     names = {n for n, p in network.named_parameters() if p.requires_grad} | {n for n, _ in network.named_buffers()}
@@ -97,7 +103,7 @@ def train_network(regime: NetworkRegime[Any], ctx: RegimeContext, out: Path | No
     if out is not None and accelerator.is_main_process and ctx.card is not None:
         from shared.serving.package import save_network
 
-        card = replace(ctx.card, precision=precision.precision, aux_logits=train.aux_loss_weight is not None)
+        card = replace(ctx.card, precision=scoring, aux_logits=train.aux_loss_weight is not None)
         save_network(network, out / PACKAGE, card, tokenizer=tokenizer)  # merges an adapter: the last use
     accelerator.wait_for_everyone()  # nobody still reads the checkpoints
     if accelerator.is_main_process and ctx.checkpoints is not None:
@@ -106,7 +112,8 @@ def train_network(regime: NetworkRegime[Any], ctx: RegimeContext, out: Path | No
     info.update(trainable_params=trainable, total_params=total, train_seconds=result.train_seconds,
                 train_samples_per_second=result.samples_per_second, peak_memory_mb=result.peak_memory_mb,
                 best_epoch=result.best_epoch + 1, epochs_run=len(result.history), history=result.history,
-                device=str(accelerator.device), processes=accelerator.num_processes, **precision.record())
+                device=str(accelerator.device), processes=accelerator.num_processes, **precision.record(),
+                scoring_precision=scoring)
     return Predictions(val_probs, val_labels, test_probs, test_labels), info
 
 

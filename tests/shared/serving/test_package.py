@@ -1,7 +1,6 @@
-"""The servable package (shared/serving): for a probe, a trained network, a merged adapter and the
-scikit-learn baseline, on images and text, the package scores the raw test inputs with the probabilities
-the train stage computed; the MLflow pyfunc logged from it loads from the store and says what is wrong
-with a bad request; compare's registration is idempotent."""
+"""The servable package (shared/serving): for every registered regime, on images and text, the MLflow
+pyfunc logged from the package loads from the store and scores the raw test inputs with the probabilities
+the train stage computed; a bad request says what is wrong."""
 
 from __future__ import annotations
 
@@ -14,10 +13,12 @@ import pytest
 from datasets import DatasetDict
 
 from shared.config import ModelParams
-from shared.serving.package import load_package, probability_columns, raw_inputs
+from shared.registry import list_regimes
+from shared.serving.mlflow_model import log_package
+from shared.serving.package import ModelCard, load_package, probability_columns, raw_inputs
 from shared.testing.serving import train_tiny_package
 
-REGIMES = ["frozen", "full", "lora", "baseline"]  # a probe, a trained network, a merged adapter, scikit-learn
+REGIMES = list_regimes()  # every registered regime: probes, trained networks, merged adapters, scikit-learn
 
 
 @pytest.fixture(params=["image", "text"])
@@ -26,40 +27,53 @@ def modality(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.mark.parametrize("regime", REGIMES)
-def test_package_scores_raw_inputs_as_the_run_did(tmp_path: Path, modality: str, regime: str,
-                                                   tiny_image_params: ModelParams, tiny_bert_params: ModelParams,
-                                                   image_dd: DatasetDict, text_dd: DatasetDict) -> None:
+def test_logged_model_scores_raw_inputs_as_the_run_did(tmp_path: Path, modality: str, regime: str,
+                                                        tiny_image_params: ModelParams,
+                                                        tiny_bert_params: ModelParams,
+                                                        image_dd: DatasetDict, text_dd: DatasetDict,
+                                                        private_store: str) -> None:
+    """Every regime's MLflow model, loaded from the store with no network, gives the run's test
+    probabilities for the raw test inputs, and the label at the logged threshold."""
     model, dd = (tiny_image_params, image_dd) if modality == "image" else (tiny_bert_params, text_dd)
-    package, expected = train_tiny_package(tmp_path, modality, model, dd, regime)
-    scorer = load_package(package)
-    assert scorer.card.kind == ("baseline" if regime == "baseline" else "network")
-    got = scorer.predict_proba(raw_inputs(dd["test"]))
-    assert got.shape == expected.shape
-    np.testing.assert_allclose(got, expected, atol=1e-5)
-    if regime == "lora":  # merged for serving: no PEFT layer is left in the served network
-        assert not any("lora_" in name for name in scorer.model.state_dict())  # type: ignore[attr-defined]
-
-
-def test_pyfunc_from_the_store(tmp_path: Path, mlflow_uri: str, tiny_bert_params: ModelParams,
-                               text_dd: DatasetDict) -> None:
-    from mlflow.exceptions import MlflowException
-
-    from shared.serving.mlflow_model import log_package
-
-    package, expected = train_tiny_package(tmp_path, "text", tiny_bert_params, text_dd, "full")
-    texts = raw_inputs(text_dd["test"])
-    mlflow.set_tracking_uri(mlflow_uri)
+    package, expected = train_tiny_package(tmp_path, modality, model, dd, regime, private_store)
+    card = ModelCard.read(package)
+    assert card.kind == ("baseline" if regime == "baseline" else "network")
+    items = raw_inputs(dd["test"])
     with mlflow.start_run():
-        info = log_package(package, texts[0], threshold=0.5)
-    model = mlflow.pyfunc.load_model(info.model_uri)
-    assert model.metadata.metadata["class_names"] == ["negative", "positive"]
-    out = model.predict(pd.DataFrame({"text": texts}))
-    columns = probability_columns(["negative", "positive"])
+        info = log_package(package, items[0], threshold=0.5)
+    served = mlflow.pyfunc.load_model(info.model_uri)
+    names = card.class_names
+    assert served.metadata.metadata["class_names"] == names == list(dd["train"].features["label"].names)
+    out = served.predict(pd.DataFrame({card.input_column: items}))
+    columns = probability_columns(names)
     assert list(out.columns) == [*columns, "label"]
     np.testing.assert_allclose(out[columns].to_numpy(), expected, atol=1e-5)
-    assert out["label"].tolist() == ["positive" if p >= 0.5 else "negative" for p in expected[:, 1]]
-    with pytest.raises(MlflowException, match="text"):
-        model.predict(pd.DataFrame({"sentence": texts}))
+    assert out["label"].tolist() == [names[1] if p >= 0.5 else names[0] for p in expected[:, 1]]
+    if regime in ("lora", "dora"):  # merged for serving: no PEFT layer is left in the served network
+        assert not any("lora_" in name for name in load_package(package).model.state_dict())  # type: ignore[attr-defined]
+
+
+def test_bf16_training_on_cpu_serves_what_was_scored(tmp_path: Path, tiny_image_params: ModelParams,
+                                                     image_dd: DatasetDict, private_store: str) -> None:
+    """bf16 trains on the CPU, but the probabilities evaluate scores come from fp32, as the merged package
+    serves them: bf16 scoring of the unmerged adapter differed from the served model by 4.5e-4."""
+    package, expected = train_tiny_package(tmp_path, "image", tiny_image_params, image_dd, "lora", private_store,
+                                           precision="bf16")
+    scorer = load_package(package)
+    assert scorer.card.precision == "fp32"
+    np.testing.assert_allclose(scorer.predict_proba(raw_inputs(image_dd["test"])), expected, atol=1e-5)
+
+
+def test_wrong_column_says_what_was_expected(tmp_path: Path, tiny_bert_params: ModelParams,
+                                             text_dd: DatasetDict, private_store: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    package, _ = train_tiny_package(tmp_path, "text", tiny_bert_params, text_dd, "baseline", private_store)
+    texts = raw_inputs(text_dd["test"])
+    with mlflow.start_run():
+        info = log_package(package, texts[0], threshold=None)
+    with pytest.raises(MlflowException, match=r"missing inputs \['text'\]"):
+        mlflow.pyfunc.load_model(info.model_uri).predict(pd.DataFrame({"sentence": texts}))
 
 
 def test_bad_image_names_the_item(tmp_path: Path, tiny_image_params: ModelParams, image_dd: DatasetDict) -> None:
