@@ -28,6 +28,11 @@ NOT_SETTINGS = frozenset({"task_type", "peft_type", "auto_mapping", "peft_versio
                           "revision", "inference_mode"})
 
 
+# LoraConfig fields checked here, with their types: settings of only the declared fields and these need no
+# PEFT import (seconds in every stage that loads params.yaml); any other field is checked by PEFT itself
+CHECKED_HERE: dict[str, type] = {"use_dora": bool, "use_rslora": bool}
+
+
 def lora_config_fields() -> set[str]:
     """The ``LoraConfig`` fields a params file may set."""
     from peft import LoraConfig
@@ -56,6 +61,8 @@ class LoraAdapter(Strict):
     @model_validator(mode="after")
     def _peft_fields(self) -> LoraAdapter:
         extra = dict(self.model_extra or {})
+        if all(isinstance(value, CHECKED_HERE.get(key, ())) for key, value in extra.items()):
+            return self  # nothing only PEFT can check: spare every stage that loads params PEFT's import
         unknown = sorted(set(extra) - lora_config_fields())
         if unknown:
             raise ValueError(f"unknown LoraConfig field(s) {unknown}; PEFT's LoraConfig takes "

@@ -112,6 +112,25 @@ def test_adapter_settings_are_validated_by_peft(settings: dict[str, Any], messag
         LoraParams.model_validate({"adapter": settings})
 
 
+@pytest.mark.parametrize("settings", [{"use_dora": "maybe"}, {"use_rslora": 2}])
+def test_settings_checked_here_still_need_their_type(settings: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError, match="valid boolean"):
+        LoraParams.model_validate({"adapter": settings})
+
+
+def test_the_repository_params_load_without_importing_peft() -> None:
+    """Every stage loads params.yaml; PEFT's import (seconds) is left to the stages that adapt a model."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[3]
+    code = ("import sys; from shared.config import load_params; load_params('params.yaml'); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'peft'))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
 def test_dora_regime_defaults_to_use_dora() -> None:
     dp = DomainParams(data=DataParams(dataset="x"), model=ModelParams(backbone="b"))
     assert dp.regimes["dora"].adapter.model_extra == {"use_dora": True}
