@@ -4,6 +4,7 @@ and write its outputs through a staging folder so a killed stage never leaves ha
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -112,6 +113,23 @@ def parse_stage(argv: list[str] | None, description: str, *, with_regime: bool =
     return stage
 
 
+def _may_have_running_runs() -> bool:
+    """False only when the local SQLite store is missing or holds no RUNNING run (one read-only query of
+    MLflow's ``runs`` table, no MLflow import); True for other stores and whenever the query fails."""
+    import sqlite3
+
+    db = paths.sqlite_file(paths.tracking_uri())
+    if db is None:
+        return True
+    if not db.is_file():
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=30)) as conn:
+            return bool(conn.execute("SELECT 1 FROM runs WHERE status = 'RUNNING' LIMIT 1").fetchone())
+    except sqlite3.Error:
+        return True
+
+
 def reconcile_tracking() -> None:
     """Mark the runs of dead processes KILLED if a local tracking store exists (opening none otherwise).
 
@@ -119,6 +137,8 @@ def reconcile_tracking() -> None:
     until some later stage happens to open a run. Housekeeping only: a store it cannot read is reported
     on stderr and the caller goes on.
     """
+    if not _may_have_running_runs():
+        return  # spares the stages that open no run MLflow's import and store check (seconds each)
     from shared.tracking import reconcile_store
 
     try:

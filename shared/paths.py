@@ -65,3 +65,18 @@ def reports_dir() -> Path:
 def params_file() -> Path:
     """``params.yaml`` at the root."""
     return root() / "params.yaml"
+
+
+def tracking_uri() -> str:
+    """The MLflow store: ``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<project root>/mlflow.db``."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root() / 'mlflow.db'}"
+
+
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a ``sqlite:`` URI; None for other stores and in-memory databases."""
+    if not uri.startswith("sqlite:"):
+        return None
+    from sqlalchemy.engine import make_url
+
+    database = make_url(uri).database
+    return Path(database) if database and database != ":memory:" else None

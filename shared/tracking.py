@@ -34,6 +34,7 @@ from mlflow.utils.validation import MAX_TAG_VAL_LENGTH  # noqa: E402
 from shared import paths  # noqa: E402
 from shared.files.processes import pid_alive, process_start  # noqa: E402
 from shared.files.signals import SignalSection, signal_exit  # noqa: E402
+from shared.paths import sqlite_file, tracking_uri  # noqa: E402  (re-exported: where the store is)
 
 if TYPE_CHECKING:
     from datasets import DatasetDict
@@ -43,22 +44,7 @@ PID_TAG, HOST_TAG, START_TAG = "pid", "hostname", "process_start"
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
-def tracking_uri() -> str:
-    """``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<project root>/mlflow.db``."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{paths.root() / 'mlflow.db'}"
-
-
 _OPENED: set[str] = set()  # tracking URIs whose store this process has created or checked
-
-
-def _sqlite_path(uri: str) -> Path | None:
-    """The database file of a ``sqlite:`` URI; None for other stores and in-memory databases."""
-    if not uri.startswith("sqlite:"):
-        return None
-    from sqlalchemy.engine import make_url
-
-    database = make_url(uri).database
-    return Path(database) if database and database != ":memory:" else None
 
 
 @contextmanager
@@ -67,7 +53,7 @@ def _store_lock(uri: str) -> Iterator[None]:
 
     The lock dies with its process (``flock``), so a SIGKILL never leaves it held.
     """
-    path = _sqlite_path(uri)
+    path = sqlite_file(uri)
     if path is None or not path.parent.is_dir():  # no file to guard (MLflow reports a missing folder)
         yield
         return
@@ -173,7 +159,7 @@ def reconcile_store() -> list[str]:
     For a SQLite URI the database file must exist; other stores (a tracking server) are left to the
     stages that open runs, since reaching them is not cheap. Returns the ids of the runs it fixed.
     """
-    path = _sqlite_path(tracking_uri())
+    path = sqlite_file(tracking_uri())
     if path is None or not path.is_file():
         return []
     return reconcile_stale_runs()

@@ -123,14 +123,6 @@ def image_dd_factory() -> Callable[..., DatasetDict]:
     return make_image_dd
 
 
-@pytest.fixture()
-def mlflow_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """An isolated MLflow store: ``MLFLOW_TRACKING_URI`` -> a sqlite file in ``tmp_path``."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    return uri
-
-
 @pytest.fixture(autouse=True, scope="session")
 def _precision_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Measured precision choices (``train.precision: auto``) go to a cache of this test session, never the
@@ -144,6 +136,20 @@ def _precision_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]
         os.environ.pop("TRANSFERLAB_CACHE", None)
     else:
         os.environ["TRANSFERLAB_CACHE"] = old
+
+
+# What a test run may not leave in the checkout: a tracking store or its artifacts (tests use temporary ones)
+CHECKOUT_STORES = ("mlruns", "mlartifacts", "mlflow.db")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _checkout_untouched() -> Iterator[None]:
+    """Fail the session if a test wrote an MLflow store or artifacts into the checkout (a store created with
+    the checkout as working directory puts its Default experiment's artifacts in ``./mlruns``)."""
+    before = {name for name in CHECKOUT_STORES if (REPO_ROOT / name).exists()}
+    yield
+    after = {name for name in CHECKOUT_STORES if (REPO_ROOT / name).exists()}
+    assert after <= before, f"the tests wrote {sorted(after - before)} into {REPO_ROOT}"
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

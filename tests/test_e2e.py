@@ -250,9 +250,9 @@ def e2e(tmp_path: Path, regimes: list[str], started: Repro | None = None) -> Non
     seconds = time.perf_counter() - t0
     assert stages_run(again) == {"check"}, f"a no-op repro re-ran {stages_run(again)}"
     # only `check` runs: one Python process that validates every section, so it loads every plugin (torch,
-    # datasets, and PEFT to validate adapter settings against LoraConfig): 17 s measured alone on the
-    # 2-core Intel machine (2026-12-01), 24 s for the whole no-op repro under a niced CI. Any real re-run
-    # takes minutes; making `check` cheaper (lazy plugin loading) is an open item.
+    # datasets; PEFT only for adapter settings beyond the declared ones): 17 s measured alone on the
+    # 2-core Intel machine (2026-12-01, PEFT still imported then), 24 s for the whole no-op repro under a
+    # niced CI. Any real re-run takes minutes; making `check` cheaper (lazy plugin loading) is open.
     assert seconds < 40, f"a no-op dvc repro took {seconds:.1f} s"
 
     good = (project / "params.yaml").read_text()

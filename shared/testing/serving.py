@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Literal
 
@@ -18,8 +19,21 @@ from shared.testing.regimes import tiny_context
 from shared.training.run import run_regime
 
 
+def fresh_store(folder: Path) -> str:
+    """A new SQLite MLflow store in ``folder`` (migrated now, with ``folder`` as the working directory, so its
+    Default experiment keeps artifacts in ``folder/mlruns``, not in whatever directory the tests run in)."""
+    from mlflow import MlflowClient
+
+    folder.mkdir(parents=True, exist_ok=True)
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    with contextlib.chdir(folder):
+        MlflowClient(uri).search_experiments()
+    return uri
+
+
 def train_tiny_package(folder: Path, modality: Literal["image", "text"], model: ModelParams, dd: DatasetDict,
-                       regime: str, store: str | None = None, precision: str = "fp32") -> tuple[Path, np.ndarray]:
+                       regime: str, store: str | None = None, precision: Literal["auto", "fp32", "bf16"] = "fp32"
+                       ) -> tuple[Path, np.ndarray]:
     """Run ``regime`` on tiny binary data in ``folder`` with a card, in the MLflow store ``store`` (default: a
     new one in ``folder``; the loop logs each epoch); returns the package folder and the run's test
     probabilities. ``precision`` is the training precision (``train.precision``)."""
@@ -33,7 +47,7 @@ def train_tiny_package(folder: Path, modality: Literal["image", "text"], model: 
                          model=model.model_dump(mode="json", exclude={"weights_file", "extract_batch_size"}))
     out = folder / "out"
     out.mkdir(parents=True)
-    mlflow.set_tracking_uri(store or f"sqlite:///{folder / 'mlflow.db'}")
+    mlflow.set_tracking_uri(store or fresh_store(folder))
     with mlflow.start_run():  # the shared loop logs each epoch
         preds, _ = run_regime(cls.for_domain(dp), ctx, out)
     return out / PACKAGE, preds.test_probs

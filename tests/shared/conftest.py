@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 
@@ -13,7 +14,8 @@ from mlflow import MlflowClient
 def migrated_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One migrated SQLite store; tests copy it (see :func:`private_store`)."""
     db = tmp_path_factory.mktemp("template") / "mlflow.db"
-    MlflowClient(f"sqlite:///{db}").search_experiments()
+    with contextlib.chdir(db.parent):  # the Default experiment's artifacts go beside it, never into the checkout
+        MlflowClient(f"sqlite:///{db}").search_experiments()
     return db
 
 

@@ -171,6 +171,26 @@ def test_reconcile_store_without_a_store_opens_none(tmp_path: Path, monkeypatch:
     assert tracking.reconcile_store() == []
 
 
+def test_stages_look_into_a_local_store_without_mlflow(store: MlflowClient, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only a RUNNING run (or a store it cannot read) makes a stage open MLflow to reconcile."""
+    from pipelines.common import _may_have_running_runs
+
+    with tracked_run(EXP, "done", tags={}):
+        pass
+    assert not _may_have_running_runs()  # finished runs only
+    _sigkilled_run(store)
+    assert _may_have_running_runs()
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"not a database")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{garbage}")
+    assert _may_have_running_runs()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'none.db'}")
+    assert not _may_have_running_runs()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    assert _may_have_running_runs()  # (reconcile_store then leaves a server alone)
+
+
 def test_every_stage_reconciles_in_parse_stage(store: MlflowClient) -> None:
     from pipelines.common import parse_stage
 

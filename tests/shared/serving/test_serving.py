@@ -18,7 +18,7 @@ import pytest
 from shared.config import ModelParams
 from shared.serving.package import probability_columns, raw_inputs
 from shared.serving.server import dataframe_split, invoke, model_server
-from shared.testing.serving import train_tiny_package
+from shared.testing.serving import fresh_store, train_tiny_package
 from tests.conftest import make_image_dd
 
 
@@ -30,7 +30,7 @@ def registered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     from shared.serving.registration import register_winners
 
     root = tmp_path_factory.mktemp("serving")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = fresh_store(root)
     old = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = uri
     dd = make_image_dd()
