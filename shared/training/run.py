@@ -86,13 +86,14 @@ def train_network(regime: NetworkRegime[Any], ctx: RegimeContext, out: Path | No
     # trained (bf16 on CPU speeds training; scoring is a small part, and fp32 makes the served model give
     # the evaluated probabilities to 1e-5 after an adapter is merged); on CUDA in the training precision.
     scoring = precision.precision if accelerator.device.type == "cuda" else "fp32"
+    rescore = scoring != precision.precision
+    if rescore:  # accelerate runs a prepared model's forward under autocast: take that wrapper off
+        network = accelerator.unwrap_model(network, keep_fp32_wrapper=False)
     val_probs, val_labels = result.best_val_probs, result.best_val_labels  # the best epoch's, as scored
-    if val_probs is None or val_labels is None or scoring != precision.precision:  # not scored, or not so
+    if val_probs is None or val_labels is None or rescore:  # not scored, or not in the scoring precision
         val_loader = accelerator.prepare(make_loader(datasets["validation"], train.batch_size * 2, **loader_kw))
-        val_probs, val_labels, _ = predict(network, val_loader, accelerator, channels_last,
-                                           autocast=scoring == precision.precision)
-    test_probs, test_labels, _ = predict(network, test_loader, accelerator, channels_last,
-                                         autocast=scoring == precision.precision)
+        val_probs, val_labels, _ = predict(network, val_loader, accelerator, channels_last, autocast=not rescore)
+    test_probs, test_labels, _ = predict(network, test_loader, accelerator, channels_last, autocast=not rescore)
     network = accelerator.unwrap_model(network)
     trainable, total = count_parameters(network)
     names = {n for n, p in network.named_parameters() if p.requires_grad} | {n for n, _ in network.named_buffers()}

@@ -296,10 +296,8 @@ def test_check_stage_validates_sections_of_domains_not_run(
 
 def test_check_stage_passes_and_calls_the_tracking_hook(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    from pipelines import check
+    from pipelines import check, common
     from shared import tracking
-
-    from pipelines import common
 
     calls: list[int] = []
     monkeypatch.setattr(common, "_may_have_running_runs", lambda: True)  # as if the store held a RUNNING run
