@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     """Take the screenshots of ``--project``'s UI."""
     from mlflow import MlflowClient
 
+    from pipelines.cli import MODEL_TRAINING
     from shared.config import load_params
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         for domain in load_params(project / "params.yaml").domains:
             experiment = client.get_experiment_by_name(domain)
             if experiment is not None:
-                targets[f"{domain}-runs"] = f"{base}/#/experiments/{experiment.experiment_id}/runs"
+                targets[f"{domain}-runs"] = f"{base}/#/experiments/{experiment.experiment_id}/runs{MODEL_TRAINING}"
                 pages[f"{domain}-runs"] = {"experiment_tags": dict(experiment.tags)}
         for name, url in targets.items():
             path = out_dir / f"{name}.png"

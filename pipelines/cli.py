@@ -155,6 +155,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+# MLflow 3's UI shows the GenAI workspace (traces, judges, an assistant) until the user switches; this URL
+# parameter opens the model-training one, where each experiment's kind tag and the training runs count
+MODEL_TRAINING = "?workflowType=machine_learning"
+
+
 def ui_start_page(host: str, port: int) -> str:
     """The UI page of the first domain's newest comparison (its parent run, whose description is the
     comparison table), or the UI's home page when ``compare`` has not run."""
@@ -171,10 +176,10 @@ def ui_start_page(host: str, port: int) -> str:
             runs = client.search_runs([experiment.experiment_id], "tags.run_kind = 'pipeline'", max_results=1,
                                       order_by=["attributes.start_time DESC"])
             if runs:
-                return f"{base}/#/experiments/{experiment.experiment_id}/runs/{runs[0].info.run_id}"
+                return f"{base}/#/experiments/{experiment.experiment_id}/runs/{runs[0].info.run_id}{MODEL_TRAINING}"
     except (OSError, ValueError) as err:
         print(f"transferlab ui: no comparison found ({err})", file=sys.stderr)
-    return base
+    return f"{base}/#/experiments{MODEL_TRAINING}"
 
 
 def cmd_export(args: argparse.Namespace) -> int:
