@@ -21,9 +21,11 @@ def migrated_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def private_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, migrated_db: Path) -> str:
-    """A copy of the migrated store at ``tmp_path/mlflow.db``, the project root ``tmp_path``; its URI."""
+    """A copy of the migrated store at ``tmp_path/mlflow.db``, the project root and working directory
+    ``tmp_path``; its URI."""
     shutil.copy(migrated_db, tmp_path / "mlflow.db")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("TRANSFERLAB_ROOT", str(tmp_path))
+    monkeypatch.chdir(tmp_path)  # experiments created now keep their artifacts in tmp_path/mlruns
     return uri

@@ -56,7 +56,7 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, private_store: str) -
 def _worker(mode: str, name: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.Popen(
-        [sys.executable, "-c", WORKER, mode, name], stdout=subprocess.PIPE, text=True, env=env, cwd=REPO
+        [sys.executable, "-c", WORKER, mode, name], stdout=subprocess.PIPE, text=True, env=env, cwd=Path.cwd()
     )
 
 
@@ -224,6 +224,7 @@ def test_parallel_workers_on_a_fresh_store_lose_nothing(
 ) -> None:
     uri = f"sqlite:///{tmp_path / 'fresh.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)  # the store's artifacts (./mlruns) and the workers' working directory
     init_store([EXP])
     workers = [_worker("200", f"w{i}") for i in range(4)]
     run_ids = [w.stdout.readline().strip() for w in workers]

@@ -110,7 +110,7 @@ def _python(script: str, *args: str, stderr: Path | None = None) -> subprocess.P
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     err = stderr.open("w") if stderr else None
     return subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE, stderr=err,
-                            text=True, env=env, cwd=REPO)
+                            text=True, env=env, cwd=Path.cwd())
 
 
 def _runs(client: MlflowClient) -> list[mlflow.entities.Run]:
@@ -136,6 +136,7 @@ def test_processes_racing_on_a_fresh_store_all_finish_with_every_point(
 ) -> None:
     db = tmp_path / "fresh.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    monkeypatch.chdir(tmp_path)  # the store's artifacts (./mlruns) and the workers' working directory
     go = tmp_path / "go"
     logs = [tmp_path / f"w{i}.err" for i in range(4)]
     workers = [_python(RACER, str(go), f"w{i}", "200", stderr=log) for i, log in enumerate(logs)]
