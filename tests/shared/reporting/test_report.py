@@ -124,6 +124,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root.mkdir()
     monkeypatch.setenv("TRANSFERLAB_ROOT", str(root))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(root)  # the new store's artifacts (./mlruns) stay in the project, not the checkout
     params = parse_params(yaml.safe_load(project_params(root).read_text()))
     for i, domain in enumerate(DOMAINS):
         for j, regime in enumerate(REGIMES):
