@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, url in targets.items():
             path = out_dir / f"{name}.png"
             screenshot(url, path, args.width, args.height)
-            pages.setdefault(name, {}).update(url=url.replace(base, ""), png=portable_path(path))
+            pages.setdefault(name, {}).update(url=url.replace(f"{base}/", ""), png=portable_path(path))
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
