@@ -139,8 +139,8 @@ def predict_vs_forward(project: Path, domain: str, regime: str, items: int, batc
     def predict_once() -> tuple[float, list[dict[str, Any]]]:
         t0 = time.perf_counter()
         found = read_inputs([source], card.modality, card.input_column)
-        return time.perf_counter() - t0, predict_items(model, found, card.input_column, batch_size=batch,
-                                                       progress=False)
+        scored = predict_items(model, found, card.input_column, batch_size=batch, progress=False)
+        return time.perf_counter() - t0, scored
 
     def forward_once() -> float:
         with torch.inference_mode(), autocast:
