@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 from pathlib import Path
 
 import pytest
-from mlflow import MlflowClient
+
+from shared.testing.serving import fresh_store
 
 
 @pytest.fixture(scope="session")
 def migrated_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One migrated SQLite store; tests copy it (see :func:`private_store`)."""
-    db = tmp_path_factory.mktemp("template") / "mlflow.db"
-    with contextlib.chdir(db.parent):  # the Default experiment's artifacts go beside it, never into the checkout
-        MlflowClient(f"sqlite:///{db}").search_experiments()
-    return db
+    folder = tmp_path_factory.mktemp("template")
+    fresh_store(folder)  # the Default experiment's artifacts go beside it, never into the checkout
+    return folder / "mlflow.db"
 
 
 @pytest.fixture
