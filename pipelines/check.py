@@ -3,11 +3,12 @@
 The other stages list only the params keys they read, so with the pipeline up to date DVC runs none of
 them and a typo no stage reads (``definitely_not_a_key: 1``) would pass unseen. This stage always runs,
 validates every section (also those of domains not in ``domains``), and exits 2 naming the key. It then
-fills in the defaults of own-data sections written with ``data`` alone (DVC refuses a stage whose params
-keys are missing; :func:`domains.own.add.fill_own_sections`), points ``data/sources/<domain>`` at each
-domain's source (:func:`shared.data.domain.link_source`: the plugin's code, or the user's files), which
-the later stages depend on, and reconciles the MLflow store (stale RUNNING runs of dead processes), which
-a ``dvc repro`` served from the run cache would otherwise never do.
+fills in the defaults of own-data sections written with ``data`` alone and writes a list of regimes out as
+the mapping (DVC refuses a stage whose params keys are missing; :func:`domains.own.add.fill_sections`),
+points ``data/sources/<domain>`` at each domain's source (:func:`shared.data.domain.link_source`: the
+plugin's code, or the user's files), which the later stages depend on, and reconciles the MLflow store
+(stale RUNNING runs of dead processes), which a ``dvc repro`` served from the run cache would otherwise
+never do.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from domains.own.add import fill_own_sections
+from domains.own.add import fill_sections
 from pipelines.common import reconcile_tracking, run_main
 from shared import paths
 from shared.config import ParamsError, load_params
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"check: {err}", file=sys.stderr)
         return 2
     file = Path(args.params) if args.params else paths.params_file()
-    for filled in fill_own_sections(file, params):  # DVC refuses a stage whose params keys are missing
+    for filled in fill_sections(file, params):  # DVC refuses a stage whose params keys are missing
         print(f"check: filled in the defaults of {filled} in {file}")
     for name in params.domains:  # the links dvc.yaml's stages depend on (plugin code, or the user's files)
         link_source(params.domain_class(name)(params.domain(name)))

@@ -82,6 +82,18 @@ class Stage:
         }
 
 
+LEFT_OUT = "left_out.json"  # what a left-out (domain, regime)'s train stage writes in its model folder
+
+
+def left_out(stage: Stage) -> str | None:
+    """Why ``stage``'s (domain, regime) does not run, or None. DVC's ``matrix`` crosses every domain with every
+    regime and cannot leave pairs out; a domain's section can (``regimes.<regime>: false``), and the stages
+    of such a pair then only write the outputs they declare, saying why (nothing trains, no MLflow run)."""
+    if stage.regime is None or stage.dp.runs(stage.regime):
+        return None
+    return f"{stage.domain.name}.regimes.{stage.regime} is false: {stage.domain.name} does not run {stage.regime}"
+
+
 def git_commit() -> str:
     """HEAD's commit hash, or 'unknown' outside a git checkout."""
     try:

@@ -54,13 +54,13 @@ Inputs = list[tuple[dict[str, Any], Predictions | None]]
 
 def inputs_from_files(params: ProjectParams) -> Inputs:
     """Metrics JSON + predictions of every (domain, regime) in params, from the working tree."""
-    files = [paths.metrics_file(d, r) for d in params.domains for r in params.regimes]
+    files = [paths.metrics_file(d, r) for d in params.domains for r in params.regimes_of(d)]
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         raise SystemExit(f"compare: metrics missing for {missing}; run the evaluate stages first")
     out: Inputs = []
     for domain in params.domains:
-        for regime in params.regimes:
+        for regime in params.regimes_of(domain):
             metrics = json.loads(paths.metrics_file(domain, regime).read_text())
             pred_file = paths.model_dir(domain, regime) / "predictions.safetensors"
             if not pred_file.is_file():
@@ -103,7 +103,7 @@ def inputs_from_tracking(uri: str, params: ProjectParams, dst: Path) -> Inputs:
     for domain in params.domains:
         exp = client.get_experiment_by_name(domain)
         runs = [] if exp is None else _finished_runs(client, exp.experiment_id)
-        for regime in params.regimes:
+        for regime in params.regimes_of(domain):
             found = None
             for run in runs:
                 tags = run.data.tags
@@ -213,7 +213,7 @@ def link_parent_runs(params: ProjectParams, rows: list[dict[str, Any]], out: Pat
     for domain in params.domains:
         dp = params.domain(domain)
         children = {}
-        for regime in params.regimes:
+        for regime in params.regimes_of(domain):
             record = paths.model_dir(domain, regime) / "run.json"
             if record.is_file():
                 children[regime] = json.loads(record.read_text())["run_id"]
@@ -269,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         inputs = inputs_from_files(params)
         source = "Built from the working tree (metrics/, models/)."
+    unrun = [f"{d}/{r}" for d in params.domains for r in params.regimes if r not in params.regimes_of(d)]
+    if unrun:  # in the report, not silently missing
+        source += f" Not run, left out by their domain's section (regimes.<regime>: false): {', '.join(unrun)}."
     rows = finite_rows(build_rows(inputs, bootstrap=bootstrap_counts(params), seed=params.seed))
     write_report(rows, params, out, source)
     if not args.tracking_uri and params.tracking.parent_run:

@@ -10,10 +10,10 @@ from typing import Any
 import mlflow
 from datasets import load_from_disk
 
-from pipelines.common import parse_stage, run_main, staged_output
+from pipelines.common import left_out, parse_stage, run_main, staged_output
 from shared import paths
 from shared.evaluation.metrics import evaluate_predictions
-from shared.evaluation.plots import save_confusion_matrix, save_evaluation_plots
+from shared.evaluation.plots import save_confusion_matrix, save_evaluation_plots, save_note
 from shared.evaluation.predictions import Predictions
 from shared.files.atomic import write_json
 from shared.regimes.base import PACKAGE
@@ -48,6 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     """Run the stage."""
     stage = parse_stage(argv, __doc__ or "", with_regime=True)
     domain, regime = stage.domain, stage.regime or ""
+    if (reason := left_out(stage)) is not None:  # the outputs DVC expects, saying why nothing was evaluated
+        write_json(paths.metrics_file(domain.name, regime), {"domain": domain.name, "regime": regime,
+                                                             "left_out": reason})
+        with staged_output(paths.plots_dir(domain.name, regime)) as plots:
+            save_note(reason, plots / "left_out.png")
+        print(f"evaluate: {reason}; nothing evaluated")
+        return 0
     model_dir = paths.model_dir(domain.name, regime)
     info = json.loads((model_dir / "run.json").read_text())
     preds = Predictions.load(model_dir / "predictions.safetensors")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from datasets import DatasetDict, load_from_disk
 
-from pipelines.common import Stage, parse_stage, run_main, staged_output
+from pipelines.common import LEFT_OUT, Stage, left_out, parse_stage, run_main, staged_output
 from shared import paths
 from shared.files.atomic import write_json
 from shared.files.imports import CODE_ROOT, digest_files, import_closure
@@ -70,6 +70,11 @@ def context(stage: Stage, checkpoints: Path | None) -> RegimeContext:
 def main(argv: list[str] | None = None) -> int:
     """Run the stage (on every process of a multi-process launch; see the module docstring)."""
     stage = parse_stage(argv, __doc__ or "", with_regime=True)
+    if (reason := left_out(stage)) is not None:
+        with staged_output(paths.model_dir(stage.domain.name, stage.regime or "")) as out:
+            write_json(out / LEFT_OUT, {"domain": stage.domain.name, "regime": stage.regime, "left_out": reason})
+        print(f"train: {reason}; nothing trained")
+        return 0
     regime, name = stage.regime_plugin, stage.domain.name
     ckpt = checkpoint_dir(stage) if regime.trains_network else None
     if not distributed_state().is_main_process:

@@ -147,7 +147,10 @@ class DomainParams(Strict):
     data: DataParams
     model: ModelParams
     train: TrainParams = Field(default_factory=TrainParams)
-    # one sub-section per registered regime, validated by that regime's ``Params`` (defaults filled in)
+    # one sub-section per registered regime, validated by that regime's ``Params`` (defaults filled in).
+    # ``<regime>: false`` leaves this domain out of that regime of the top-level ``regimes``; a list
+    # (``regimes: [frozen, lora]``) names the only ones it runs, with their defaults (the ``check`` stage
+    # writes it out as the mapping: DVC tracks each (domain, regime)'s own key)
     regimes: dict[str, Any] = Field(default_factory=dict, validate_default=True)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
 
@@ -156,17 +159,27 @@ class DomainParams(Strict):
     def _regime_sections(cls, raw: Any) -> dict[str, Any]:
         if isinstance(raw, BaseModel):
             raw = raw.model_dump()
+        if isinstance(raw, list) and all(isinstance(v, str) for v in raw):
+            _known_regimes(raw)
+            raw = {name: ({} if name in raw else False) for name in list_regimes()}
         if not isinstance(raw, dict):
-            raise ValueError(f"expected a mapping of regime name to settings, got {type(raw).__name__}")
-        unknown = [k for k in raw if k not in list_regimes()]
-        if unknown:
-            raise ValueError(f"unknown regime(s) {unknown}; registered regimes: {list_regimes()}")
+            raise ValueError("expected a mapping of regime name to settings (or false), or a list of regime "
+                             f"names, got {type(raw).__name__}")
+        _known_regimes(list(raw))
         out: dict[str, Any] = {}
         for name in list_regimes():
             model = get_regime(name).Params
-            value = raw.get(name) or {}
+            value = raw.get(name)
+            if value is False:
+                out[name] = False  # left out
+                continue
+            value = {} if value is None or value is True else value
             out[name] = value if isinstance(value, model) else _validate_nested(model, value, name)
         return out
+
+    def runs(self, regime: str) -> bool:
+        """False when this section leaves the domain out of ``regime`` (``regimes.<regime>: false``)."""
+        return self.regimes.get(regime) is not False
 
     def train_for(self, regime: str) -> TrainParams:
         """The training settings of ``regime``: the domain's ``train`` with that regime's overrides."""
@@ -238,6 +251,10 @@ class ProjectParams(Strict):
             raise ParamsError(f"params.yaml has no section '{name}' (sections: {sorted(self.sections)})")
         return self.sections[name]
 
+    def regimes_of(self, domain: str) -> list[str]:
+        """The regimes of the top-level ``regimes`` that ``domain`` runs (its section may leave some out)."""
+        return [r for r in self.regimes if self.domain(domain).runs(r)]
+
     def domain_class(self, name: str) -> Any:
         """The domain class of section ``name`` (a registered plugin, or an own-data domain)."""
         return domain_class(name, section_format(self.sections[name]) if name in self.sections else None)
@@ -292,6 +309,10 @@ def parse_params(raw: Any, path: Path | str = "params.yaml") -> ProjectParams:
     unsectioned = [d for d in params.domains if d not in sections]
     if unsectioned:
         raise ParamsError(f"{path}: domains {unsectioned} are listed but have no section")
+    idle = [d for d in params.domains if not params.regimes_of(d)]
+    if idle:
+        raise ParamsError(f"{path}: {', '.join(f'{d}.regimes' for d in idle)} leaves out every regime of "
+                          f"regimes {params.regimes}")
     return params
 
 

@@ -4,8 +4,9 @@ add it to ``params.yaml`` as an own-data domain (:mod:`domains.own`).
 The params file is edited as text (its comments stay): the section is appended with every key DVC tracks
 (``data``, ``model``, ``train``, ``evaluate``, ``regimes.<regime>``, defaults filled in), ``NAME`` is added
 to the ``domains`` list, and the result is validated; on any error the file is left as it was.
-:func:`fill_own_sections` (run by the ``check`` stage) does the same filling for an own-data section
-written by hand with ``data`` alone, because DVC refuses a stage whose params keys are missing.
+:func:`fill_sections` (run by the ``check`` stage) does the same filling for an own-data section written
+by hand with ``data`` alone, because DVC refuses a stage whose params keys are missing, and writes a list of
+regimes out as the mapping DVC tracks.
 """
 
 from __future__ import annotations
@@ -138,34 +139,59 @@ def add_domain(name: str, path: Path, params_file: Path, *, fmt: str | None = No
 
 
 def missing_keys(raw: dict[str, Any], regimes: list[str]) -> list[str]:
-    """The keys of a raw section that ``dvc.yaml``'s stages track but the section does not give."""
+    """The keys of a raw section that ``dvc.yaml``'s stages track but the section does not give (a list of
+    regimes gives none of them: DVC reads ``regimes.<regime>``)."""
     missing = [k for k in TRACKED if k not in raw]
     given = raw.get("regimes") or {}
+    if isinstance(given, list):
+        return [*missing, "regimes (a list)"]
     return missing + [f"regimes.{r}" for r in regimes if r not in given]
 
 
-def replace_section(text: str, name: str, section: dict[str, Any]) -> str:
+def replace_section(text: str, name: str, section: dict[str, Any], key: str | None = None) -> str:
     """``text`` with its top-level section ``name`` (from ``name:`` to the next line at column 0 that is not
-    blank) replaced by ``section`` in YAML (comments inside that section are not kept)."""
+    blank) replaced by ``section`` in YAML; with ``key``, only that key's block inside the section is
+    replaced, by ``section[key]`` (comments inside the replaced block are not kept)."""
     lines = text.splitlines(keepends=True)
     start = next((i for i, line in enumerate(lines) if re.match(rf"{re.escape(name)}\s*:", line)), None)
     if start is None:
         raise ParamsError(f"no top-level section '{name}' to fill in")
     end = next((i for i in range(start + 1, len(lines)) if lines[i].strip() and not lines[i][0].isspace()),
                len(lines))
-    dumped = yaml.safe_dump({name: section}, sort_keys=False, default_flow_style=None)
-    return "".join(lines[:start]) + dumped + "".join(lines[end:])
+    if key is None:
+        dumped = yaml.safe_dump({name: section}, sort_keys=False, default_flow_style=None)
+        return "".join(lines[:start]) + dumped + "".join(lines[end:])
+    sub = next((i for i in range(start + 1, end) if re.match(rf"\s+{re.escape(key)}\s*:", lines[i])), None)
+    if sub is None:
+        raise ParamsError(f"no key '{name}.{key}' to fill in")
+    indent = len(lines[sub]) - len(lines[sub].lstrip())
+    sub_end = next((i for i in range(sub + 1, end)
+                    if lines[i].strip() and len(lines[i]) - len(lines[i].lstrip()) <= indent), end)
+    while sub_end > sub + 1 and not lines[sub_end - 1].strip():  # keep the blank lines after the block
+        sub_end -= 1
+    dumped = yaml.safe_dump({key: section[key]}, sort_keys=False, default_flow_style=None)
+    block = "".join(" " * indent + line if line.strip() else line for line in dumped.splitlines(keepends=True))
+    return "".join(lines[:sub]) + block + "".join(lines[sub_end:])
 
 
-def fill_own_sections(params_file: Path, params: ProjectParams) -> list[str]:
-    """Fill in the defaults of every own-data section in ``domains`` that lacks keys DVC tracks; return
-    ``["<name>: <keys>", ...]`` for those filled (nothing else in the file changes)."""
+def fill_sections(params_file: Path, params: ProjectParams) -> list[str]:
+    """Write out what DVC must find in every section of ``domains``: the defaults of an own-data section
+    that lacks keys DVC tracks, and a list of regimes (``regimes: [frozen, lora]``) as the mapping
+    ``{frozen: {...}, lora: {...}, <other>: false}``. Return ``["<name>: <keys>", ...]`` for those filled
+    (nothing else in the file changes)."""
     raw = read_yaml(params_file)
     text, filled = params_file.read_text(), []
     for name in params.domains:
-        if name in list_domains() or not section_format(raw.get(name)):
+        section = raw.get(name) or {}
+        if name in list_domains():  # a plugin's section: only a list of regimes is written out
+            if isinstance(section.get("regimes"), list):
+                dumped = params.domain(name).model_dump(mode="json", include={"regimes"}, exclude_none=True)
+                text = replace_section(text, name, dumped, key="regimes")
+                filled.append(f"{name}: regimes (a list)")
             continue
-        missing = missing_keys(raw[name], params.regimes)
+        if not section_format(section):
+            continue
+        missing = missing_keys(section, params.regimes)
         if missing:
             text = replace_section(text, name, params.domain(name).model_dump(mode="json"))
             filled.append(f"{name}: {', '.join(missing)}")

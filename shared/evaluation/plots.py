@@ -20,6 +20,17 @@ from sklearn.metrics import (  # noqa: E402
 from shared.evaluation.metrics import ECE_BINS, calibration_bins, expected_calibration_error, operating_point  # noqa: E402
 
 
+def save_note(text: str, path: Path) -> Path:
+    """A small figure holding only ``text`` (a plots folder's content for a (domain, regime) that does not
+    run: ``dvc plots show`` renders it, where an empty folder is an error)."""
+    fig, ax = plt.subplots(figsize=(5, 1.2))
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, fontsize=9)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
 def save_confusion_matrix(matrix: list[list[int]], class_names: list[str], path: Path,
                           title: str = "") -> Path:
     """A labelled confusion-matrix heat map (rows: true class, columns: predicted)."""

@@ -129,7 +129,9 @@ class Regime(Generic[P]):
 
     @classmethod
     def for_domain(cls, dp: DomainParams) -> Regime[Any]:
-        """The regime configured by a domain's params section."""
+        """The regime configured by a domain's params section (an error if the section leaves it out)."""
+        if not dp.runs(cls.name):
+            raise ValueError(f"regime {cls.name!r} is left out by this domain's section (regimes.{cls.name}: false)")
         return cls(dp.regimes[cls.name])
 
     def train_params(self, dp: DomainParams) -> TrainParams:

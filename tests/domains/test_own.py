@@ -245,18 +245,45 @@ def test_check_fills_in_a_two_line_section_and_leaves_the_rest(tmp_path: Path) -
     alone are filled in (once), the rest of the file stays as it was, comments included."""
     import yaml
 
-    from domains.own.add import fill_own_sections
+    from domains.own.add import fill_sections
     from shared.config import load_params
 
     make_image_folder(tmp_path / "skin", patients=12)
     params = tmp_path / "params.yaml"
     head = "# mine\nseed: 0\ndomains: [vision, skin]\nregimes: [frozen, lora]\nvision: {}  # defaults\n"
     params.write_text(head + "skin:\n  data: {format: imagefolder, path: skin}\n# trailing note\n")
-    filled = fill_own_sections(params, load_params(params))
+    filled = fill_sections(params, load_params(params))
     assert filled == ["skin: model, train, evaluate, regimes.frozen, regimes.lora"]
     text = params.read_text()
     assert text.startswith(head) and text.endswith("# trailing note\n")
     skin = yaml.safe_load(text)["skin"]
     assert skin["data"]["path"] == "skin" and {"frozen", "lora"} <= set(skin["regimes"])
     assert skin["model"]["backbone"] == "tf_efficientnet_lite0"
-    assert fill_own_sections(params, load_params(params)) == []
+    assert fill_sections(params, load_params(params)) == []
+
+
+def test_check_writes_a_list_of_regimes_out_as_the_mapping_dvc_tracks(tmp_path: Path) -> None:
+    """``regimes: [frozen]`` narrows a domain; DVC reads ``<domain>.regimes.<regime>``, so the list is written
+    out as the mapping (``lora: false``): in a plugin's section only that block, in an own-data section the
+    whole section; the rest of the file, comments included, stays."""
+    import yaml
+
+    from domains.own.add import fill_sections
+    from shared.config import load_params
+
+    make_image_folder(tmp_path / "skin", patients=12)
+    params = tmp_path / "params.yaml"
+    vision = "vision:\n  model: {backbone: tf_efficientnet_lite0}  # mine\n  regimes: [frozen]\n\n  evaluate: {}\n"
+    head = "seed: 0\ndomains: [vision, skin]\nregimes: [frozen, lora]\n"
+    params.write_text(head + vision + "skin:\n  data: {format: imagefolder, path: skin}\n  regimes: [lora]\n")
+    assert fill_sections(params, load_params(params)) == ["vision: regimes (a list)",
+                                                       "skin: model, train, evaluate, regimes (a list)"]
+    text = params.read_text()
+    assert text.startswith(head + "vision:\n  model: {backbone: tf_efficientnet_lite0}  # mine\n  regimes:\n")
+    assert "\n\n  evaluate: {}\nskin:\n" in text
+    raw = yaml.safe_load(text)
+    assert raw["vision"]["regimes"]["lora"] is False and raw["vision"]["regimes"]["frozen"]["C_grid"]
+    assert raw["skin"]["regimes"]["frozen"] is False and raw["skin"]["regimes"]["lora"]["adapter"]["r"] == 8
+    loaded = load_params(params)
+    assert (loaded.regimes_of("vision"), loaded.regimes_of("skin")) == (["frozen"], ["lora"])
+    assert fill_sections(params, loaded) == []

@@ -305,3 +305,39 @@ def test_check_stage_passes_and_calls_the_tracking_hook(
     assert check.main(["--params", str(PARAMS_FILE)]) == 0
     assert calls == [1]
     assert "check: params valid" in capsys.readouterr().out
+
+
+def test_a_domain_leaves_regimes_out_with_false_or_a_list(raw: dict[str, Any]) -> None:
+    """``<domain>.regimes.<regime>: false`` or a list of names narrows the top-level ``regimes`` for that
+    domain only; what stays keeps its settings (the list: defaults), and the others run everything."""
+    from shared.registry import get_regime
+
+    raw["regimes"] = ["frozen", "lora", "full"]
+    raw["vision"]["regimes"]["full"] = False
+    raw["nlp"]["regimes"] = ["frozen", "baseline"]  # baseline: registered but not in `regimes`
+    params = parse_params(raw)
+    assert params.regimes_of("vision") == ["frozen", "lora"]
+    assert params.regimes_of("nlp") == ["frozen"]
+    assert params.domain("vision").regimes["lora"].adapter.r == 2  # the section's own settings stay
+    assert params.domain("nlp").regimes["frozen"] == get_regime("frozen").Params()  # listed: the defaults
+    assert not params.domain("nlp").runs("lora") and params.domain("nlp").runs("frozen")
+    dumped = materialize(params)  # what the check stage writes out: false for each regime left out
+    assert dumped["nlp"]["regimes"]["lora"] is False and dumped["vision"]["regimes"]["full"] is False
+    assert parse_params(dumped).regimes_of("nlp") == ["frozen"]
+
+
+def test_a_left_out_regime_cannot_be_configured(raw: dict[str, Any]) -> None:
+    from shared.registry import get_regime
+
+    raw["vision"]["regimes"]["full"] = False
+    dp = parse_params(raw).domain("vision")
+    with pytest.raises(ValueError, match=r"regime 'full' is left out by this domain's section"):
+        get_regime("full").for_domain(dp)
+
+
+def test_leaving_out_every_regime_or_naming_an_unknown_one_is_an_error(raw: dict[str, Any]) -> None:
+    raw["regimes"] = ["frozen", "lora"]
+    raw["nlp"]["regimes"] = ["full"]
+    assert "nlp.regimes leaves out every regime of regimes ['frozen', 'lora']" in error_of(raw)
+    raw["nlp"]["regimes"] = ["frozen", "lorra"]
+    assert "nlp.regimes" in error_of(raw) and "unknown regime(s) ['lorra']" in error_of(raw)
