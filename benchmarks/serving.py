@@ -177,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark on ``--project``."""
     import yaml
 
+    from shared.config import parse_params
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--project", required=True, type=Path, help="a project after dvc repro")
     parser.add_argument("--items", type=int, default=256)
@@ -184,11 +186,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     project = args.project.resolve()
     params = yaml.safe_load((project / "params.yaml").read_text())
+    ran = parse_params(params)  # a domain may leave regimes out (regimes.<regime>: false)
     out: dict[str, Any] = {"machine": machine_info(), "project": portable_path(project),
                            "domains": params["domains"], "regimes": params["regimes"], "results": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for domain in params["domains"]:
-            result = domain_result(project, domain, params["regimes"], args.items, args.batch,
+            result = domain_result(project, domain, ran.regimes_of(domain), args.items, args.batch,
                                    Path(tmp) / f"{domain}.log")
             regimes = dict.fromkeys(v["regime"] for v in result["registered"].values())
             result["predict_vs_forward"] = [predict_vs_forward(project, domain, r, args.items, args.batch, Path(tmp))

@@ -120,7 +120,10 @@ def model_uri(domain: str, model: str | None, regime: str | None) -> str:
         metrics = paths.metrics_file(domain, regime)
         if not metrics.is_file():
             raise SystemExit(f"transferlab predict: {metrics} missing: run `dvc repro evaluate@{domain}-{regime}`")
-        uri = json.loads(metrics.read_text()).get("model_uri")
+        record = json.loads(metrics.read_text())
+        if record.get("left_out"):
+            raise SystemExit(f"transferlab predict: no model: {record['left_out']}")
+        uri = record.get("model_uri")
         if not uri:
             raise SystemExit(f"transferlab predict: {metrics} names no logged model (model_uri); re-run "
                              f"`dvc repro -f evaluate@{domain}-{regime}`")

@@ -51,3 +51,12 @@ def test_compare_reads_the_pairs_that_run_only(project: Path) -> None:
     with pytest.raises(SystemExit, match="metrics missing for") as info:
         inputs_from_files(load_params(project / "params.yaml"))
     assert "vision/frozen.json" in str(info.value) and "lora" not in str(info.value)
+
+
+def test_predict_names_why_a_left_out_regime_has_no_model(project: Path) -> None:
+    from pipelines.cli import model_uri
+
+    args = ["--domain", "vision", "--regime", "lora", "--params", str(project / "params.yaml")]
+    assert evaluate.main(args) == 0
+    with pytest.raises(SystemExit, match="no model: vision.regimes.lora is false"):
+        model_uri("vision", None, "lora")
