@@ -24,14 +24,30 @@ from benchmarks.common import REPO_ROOT, RESULTS_DIR, mirror_dir, portable_path,
 from benchmarks.repro import RUNNING, make_project, run_checked
 
 
+def with_domains(params: dict[str, Any], domains: list[str]) -> dict[str, Any]:
+    """``params`` running ``domains`` only: their entries of ``candidates`` (a domain without one: its
+    section's backbone)."""
+    candidates = {k: d for k, d in params["candidates"].items() if d in domains}
+    for d in domains:
+        if d not in candidates.values():
+            candidates[f"{d}/{params[d]['model']['backbone']}"] = d
+    return {**params, "domains": domains, "candidates": candidates}
+
+
 def _primary_metrics(project: Path, domain: str) -> dict[str, dict[str, Any]]:
-    """Per regime: the primary test metric, its CI and the cost the evaluate stage wrote
-    (``metrics/<domain>/<regime>.json``)."""
+    """Per trained run: the primary test metric, its CI and the cost the evaluate stage wrote
+    (``metrics/<domain>/<candidate>/<regime>.json``); keyed by regime, or ``<candidate>/<regime>`` when the
+    domain has several candidates. Runs the screening left out are skipped (their file says why)."""
     out: dict[str, dict[str, Any]] = {}
-    for path in sorted((project / "metrics" / domain).glob("*.json")):
+    files = sorted((project / "metrics" / domain).rglob("*.json"))
+    several = len({f.parent for f in files}) > 1
+    for path in files:
         data = json.loads(path.read_text())
+        if data.get("left_out"):
+            continue
         name, test = data["primary_metric"], data["test"]
-        out[path.stem] = {"primary_metric": name, "primary_value": test[name],
+        key = path.relative_to(project / "metrics" / domain).with_suffix("").as_posix() if several else path.stem
+        out[key] = {"primary_metric": name, "primary_value": test[name],
                           "ci": [test.get(f"{name}_ci_low"), test.get(f"{name}_ci_high")],
                           **{k: data.get(k) for k in ("trainable_params", "train_seconds", "peak_memory_mb")}}
     return out
@@ -43,16 +59,16 @@ def run(domains: list[str] | None = None, label: str = "default") -> dict[str, A
     os.environ.setdefault("TRANSFERLAB_MIRROR", str(mirror_dir().resolve()))
     per_domain: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="transferlab-pipeline-") as tmp:
-        project = make_project(Path(tmp), {**params, "domains": domains[:1]})
+        project = make_project(Path(tmp), with_domains(params, domains[:1]))
         for domain in domains:
-            (project / "params.yaml").write_text(yaml.safe_dump({**params, "domains": [domain]}, sort_keys=False))
+            (project / "params.yaml").write_text(yaml.safe_dump(with_domains(params, [domain]), sort_keys=False))
             t0 = time.perf_counter()
             output = run_checked(["dvc", "repro"], project, timeout=4 * 3600)
             seconds = time.perf_counter() - t0
             per_domain[domain] = {"seconds": seconds, "stages": len(RUNNING.findall(output)),
                                   "metrics": _primary_metrics(project, domain)}
             print(f"pipeline {domain}: {seconds:.0f} s", flush=True)
-        (project / "params.yaml").write_text(yaml.safe_dump({**params, "domains": domains}, sort_keys=False))
+        (project / "params.yaml").write_text(yaml.safe_dump(with_domains(params, domains), sort_keys=False))
         compare_s = time.perf_counter()
         run_checked(["dvc", "repro"], project, timeout=3600)
         compare_s = time.perf_counter() - compare_s

@@ -33,7 +33,7 @@ NOOP_TARGET_S = 20.0
 def tiny_params() -> dict[str, Any]:
     raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     raw = {k: v for k, v in raw.items() if k in ("seed", "tracking", "vision")}
-    raw.update(domains=["vision"], regimes=["frozen"])
+    raw.update(domains=["vision"], candidates={"vision/tf_efficientnet_lite0": "vision"}, regimes=["frozen"])
     vision = raw["vision"]
     vision["data"].update(dataset="mnist", max_train_samples=64, max_eval_samples=40)
     vision["model"].update(image_size=32, extract_batch_size=64)

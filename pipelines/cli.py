@@ -78,24 +78,43 @@ def cmd_regimes(_: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    """One (domain, regime) outside DVC, through the same stage code (missing inputs are built first)."""
-    from pipelines import evaluate, extract, fetch, prepare, train
+def candidate_of(domain: str, backbone: str | None, params_file: str | None) -> str:
+    """``--backbone`` as given, else the domain's first entry in the top-level ``candidates``."""
     from shared.config import load_params
+
+    params = load_params(Path(params_file) if params_file else paths.params_file())
+    params.domain_class(domain)  # an unknown name fails here, before anything is fetched or written
+    names = params.candidates_of(domain)
+    if backbone is None:
+        if not names:
+            raise ValueError(f"{domain} has no entry in candidates {params.candidates}")
+        return names[0]
+    if backbone not in names:
+        raise ValueError(f"--backbone {backbone!r} is not a candidate of {domain}: {names}")
+    return backbone
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """One (domain, backbone, regime) outside DVC, through the same stage code (missing inputs are built
+    first; the screening too, which must pick the backbone as a finalist for it to train)."""
+    from pipelines import evaluate, extract, fetch, prepare, screen, train
     from shared.registry import get_regime
 
-    # unknown names fail here, before anything is fetched or written
-    load_params(Path(args.params) if args.params else paths.params_file()).domain_class(args.domain)
+    candidate = candidate_of(args.domain, args.backbone, args.params)
     regime = get_regime(args.regime)
-    common = ["--domain", args.domain] + (["--params", args.params] if args.params else [])
+    params = ["--params", args.params] if args.params else []
+    common = ["--domain", args.domain, *params]
+    own = ["--domain", f"{args.domain}/{candidate}", *params]
     if not paths.raw_dir(args.domain).exists():
         fetch.main(common)
     if not paths.prepared_dir(args.domain).exists():
         prepare.main(common)
-    if regime.needs_features and not paths.features_dir(args.domain).exists():
-        extract.main(common)
-    train.main(common + ["--regime", args.regime])
-    return evaluate.main(common + ["--regime", args.regime])
+    if regime.needs_features and not paths.features_dir(args.domain, candidate).exists():
+        extract.main(own)
+    if not paths.finalists_dir(args.domain).exists():
+        screen.main(common)
+    train.main(own + ["--regime", args.regime])
+    return evaluate.main(own + ["--regime", args.regime])
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -107,9 +126,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return compare.main(argv + (["--out", args.out] if args.out else []))
 
 
-def model_uri(domain: str, model: str | None, regime: str | None) -> str:
-    """The model to load: ``--model`` as given, ``--regime``'s logged model (its metrics JSON's
-    ``model_uri``), or the domain's registered champion."""
+def model_uri(domain: str, model: str | None, regime: str | None, candidate: str = "") -> str:
+    """The model to load: ``--model`` as given, ``--regime``'s logged model on ``candidate`` (its metrics
+    JSON's ``model_uri``), or the domain's registered champion."""
     import json
 
     from shared.serving.registration import CHAMPION, registered_name
@@ -117,16 +136,17 @@ def model_uri(domain: str, model: str | None, regime: str | None) -> str:
     if model:
         return model
     if regime:
-        metrics = paths.metrics_file(domain, regime)
+        metrics = paths.metrics_file(domain, candidate, regime)
         if not metrics.is_file():
-            raise SystemExit(f"transferlab predict: {metrics} missing: run `dvc repro evaluate@{domain}-{regime}`")
+            raise SystemExit(f"transferlab predict: {metrics} missing: run "
+                             f"`dvc repro evaluate@{domain}/{candidate}-{regime}`")
         record = json.loads(metrics.read_text())
         if record.get("left_out"):
             raise SystemExit(f"transferlab predict: no model: {record['left_out']}")
         uri = record.get("model_uri")
         if not uri:
             raise SystemExit(f"transferlab predict: {metrics} names no logged model (model_uri); re-run "
-                             f"`dvc repro -f evaluate@{domain}-{regime}`")
+                             f"`dvc repro -f evaluate@{domain}/{candidate}-{regime}`")
         return str(uri)
     return f"models:/{registered_name(domain)}@{CHAMPION}"
 
@@ -139,7 +159,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from shared.tracking import open_client
 
     open_client()  # the project's store (MLFLOW_TRACKING_URI or mlflow.db) for models:/ and runs:/ URIs
-    uri = model_uri(args.domain, args.model, args.regime)
+    candidate = trained_candidate(args.domain, args.regime, args.backbone) if args.regime else ""
+    uri = model_uri(args.domain, args.model, args.regime, candidate)
     model = mlflow.pyfunc.load_model(uri)
     schema = model.metadata.get_input_schema()
     if schema is None or len(schema.input_names()) != 1:
@@ -197,14 +218,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     from shared.serving.onnx import TOLERANCE, OnnxMismatchError, check_onnx, export_onnx
     from shared.serving.package import CARD, raw_inputs
 
-    package = paths.model_dir(args.domain, args.regime) / PACKAGE
+    candidate = trained_candidate(args.domain, args.regime, args.backbone)
+    folder = paths.model_dir(args.domain, candidate, args.regime)
+    package = folder / PACKAGE
     if not (package / CARD).is_file():
         raise SystemExit(f"transferlab export: {package} is not a model package: run "
-                         f"`dvc repro train@{args.domain}-{args.regime}`")
+                         f"`dvc repro train@{args.domain}/{candidate}-{args.regime}`")
     test_dir = paths.prepared_dir(args.domain) / "test"
     if not test_dir.is_dir():
         raise SystemExit(f"transferlab export: {test_dir} missing: run `dvc repro prepare@{args.domain}`")
-    out = Path(args.out) if args.out else paths.model_dir(args.domain, args.regime) / "model.onnx"
+    out = Path(args.out) if args.out else folder / "model.onnx"
     export_onnx(package, out)
     try:
         check = check_onnx(package, out, raw_inputs(load_from_disk(str(test_dir))),
@@ -213,7 +236,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         out.unlink(missing_ok=True)  # no file that disagrees with its package is left to serve
         raise OnnxMismatchError(f"{err}; {out} removed") from None
     report_file = out.with_name(f"{out.stem}.check.json")
-    write_json(report_file, {"domain": args.domain, "regime": args.regime, "format": args.format,
+    write_json(report_file, {"domain": args.domain, "backbone": candidate, "regime": args.regime,
+                             "format": args.format,
                              "onnx_file": out.name, "split": "test", **check, "torch": torch.__version__,
                              "onnxruntime": onnxruntime.__version__})
     print(f"transferlab export: wrote {out}; ONNX Runtime vs PyTorch on {check['n_items']} test items: max "
@@ -222,14 +246,38 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+BACKBONE_HELP = "the candidate backbone (default: the one the domain trained this regime on)"
+
+
+def trained_candidate(domain: str, regime: str, backbone: str | None) -> str:
+    """``--backbone`` as given, else the one candidate of ``domain`` with a trained ``regime`` model package
+    (``models/<domain>/<candidate>/<regime>/package``); several or none is an error that names them."""
+    from shared.regimes.base import PACKAGE
+    from shared.serving.package import CARD
+
+    if backbone:
+        return backbone
+    base = paths.root() / "models" / domain
+    cards = base.glob(f"**/{regime}/{PACKAGE}/{CARD}")
+    found = sorted(str(card.parent.parent.parent.relative_to(base)) for card in cards)
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise SystemExit(f"transferlab: no trained {regime} model of {domain} in {base}: run "
+                         f"`dvc repro` (train@{domain}/<backbone>-{regime})")
+    raise SystemExit(f"transferlab: {domain} trained {regime} on several backbones {found}; give --backbone")
+
+
 def add_export_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The ``export`` sub-command's parser."""
     export = sub.add_parser("export", help="export a trained network to ONNX, checked on the test split",
                             description=cmd_export.__doc__)
     export.add_argument("domain")
     export.add_argument("--regime", required=True)
+    export.add_argument("--backbone", default=None, help=BACKBONE_HELP)
     export.add_argument("--format", choices=["onnx"], default="onnx")
-    export.add_argument("--out", default=None, help="the .onnx file (default: models/DOMAIN/REGIME/model.onnx)")
+    export.add_argument("--out", default=None,
+                        help="the .onnx file (default: models/DOMAIN/BACKBONE/REGIME/model.onnx)")
     export.add_argument("--tolerance", type=float, default=None,
                         help="largest allowed probability difference, ONNX Runtime vs PyTorch (default 1e-4)")
     export.set_defaults(func=cmd_export)
@@ -280,9 +328,10 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--positive-class", default=None, help="binary tasks: the positive class")
     add.add_argument("--params", default=None)
     add.set_defaults(func=cmd_add)
-    run = sub.add_parser("run", help="one (domain, regime) outside DVC")
+    run = sub.add_parser("run", help="one (domain, backbone, regime) outside DVC")
     run.add_argument("domain")
     run.add_argument("--regime", required=True)
+    run.add_argument("--backbone", default=None, help=BACKBONE_HELP)
     run.add_argument("--params", default=None)
     run.set_defaults(func=cmd_run)
     compare = sub.add_parser("compare", help="rebuild the comparison report (reports/index.html)")
@@ -299,7 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     which = predict.add_mutually_exclusive_group()
     which.add_argument("--model", default=None,
                        help="an MLflow model URI (default: models:/transferlab-DOMAIN@champion)")
-    which.add_argument("--regime", default=None, help="the model evaluate@DOMAIN-REGIME logged")
+    which.add_argument("--regime", default=None, help="the model evaluate@DOMAIN/BACKBONE-REGIME logged")
+    predict.add_argument("--backbone", default=None, help=BACKBONE_HELP + " (with --regime)")
     predict.add_argument("--column", default=None, help="a table's input column (default: image or text)")
     predict.add_argument("--out", default=None, help="CSV file (default: stdout)")
     predict.add_argument("--batch-size", type=int, default=32)

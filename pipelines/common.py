@@ -57,8 +57,9 @@ class Stage:
     """A validated stage invocation."""
 
     params: ProjectParams
-    domain: Domain[Any]
+    domain: Domain[Any]  # its params' model is the candidate's (:meth:`ProjectParams.candidate_params`)
     regime: str | None
+    candidate: str = ""  # the backbone (candidate name) of a per-candidate stage; "" for domain stages
 
     @property
     def dp(self) -> DomainParams:
@@ -74,24 +75,41 @@ class Stage:
 
     def tags(self, stage: str) -> dict[str, str]:
         """MLflow tags every run of this (domain, regime) carries."""
-        name = f"{stage}@{self.domain.name}" + (f"-{self.regime}" if self.regime else "")
+        name = (f"{stage}@{self.domain.name}" + (f"/{self.candidate}" if self.candidate else "")
+                + (f"-{self.regime}" if self.regime else ""))
         return {
-            "domain": self.domain.name, "regime": self.regime or "", "backbone": self.dp.model.backbone,
+            "domain": self.domain.name, "regime": self.regime or "", "backbone": self.candidate or self.dp.model.name,
             "dataset": self.dp.data.dataset, "git_commit": git_commit(), "dvc_stage": name,
             "dvc_experiment": os.environ.get("DVC_EXP_NAME", ""),
         }
 
 
-LEFT_OUT = "left_out.json"  # what a left-out (domain, regime)'s train stage writes in its model folder
+LEFT_OUT = "left_out.json"  # what a left-out (domain, candidate, regime)'s train stage writes in its model folder
+
+
+def is_finalist(domain: str, candidate: str) -> bool:
+    """Whether ``screen@<domain>`` picked ``candidate`` to train (:func:`shared.paths.finalist_file`)."""
+    import json
+
+    file = paths.finalist_file(domain, candidate)
+    if not file.is_file():
+        raise FileNotFoundError(f"{file} is missing; run the screen@{domain} stage first")
+    return bool(json.loads(file.read_text())["finalist"])
 
 
 def left_out(stage: Stage) -> str | None:
-    """Why ``stage``'s (domain, regime) does not run, or None. DVC's ``matrix`` crosses every domain with every
-    regime and cannot leave pairs out; a domain's section can (``regimes.<regime>: false``), and the stages
-    of such a pair then only write the outputs they declare, saying why (nothing trains, no MLflow run)."""
-    if stage.regime is None or stage.dp.runs(stage.regime):
-        return None
-    return f"{stage.domain.name}.regimes.{stage.regime} is false: {stage.domain.name} does not run {stage.regime}"
+    """Why ``stage``'s (domain, candidate, regime) does not run, or None. DVC's ``matrix`` crosses every
+    candidate with every regime and cannot leave combinations out; a domain's section can
+    (``regimes.<regime>: false``), and screening trains only its finalists. The stages of such a combination
+    then only write the outputs they declare, saying why (nothing trains, no MLflow run)."""
+    name = stage.domain.name
+    if stage.regime is not None and not stage.dp.runs(stage.regime):
+        return f"{name}.regimes.{stage.regime} is false: {name} does not run {stage.regime}"
+    several = len(stage.params.candidates_of(name)) > 1  # one candidate: nothing to screen, it trains
+    if stage.candidate and several and not is_finalist(name, stage.candidate):
+        return (f"{stage.candidate} is not a finalist of screen@{name} ({name}.screen.finalists, ranked by "
+                f"{name}.screen.select_by; see {paths.screening_file(name).relative_to(paths.root())})")
+    return None
 
 
 def git_commit() -> str:
@@ -104,23 +122,40 @@ def git_commit() -> str:
         return "unknown"
 
 
-def parse_stage(argv: list[str] | None, description: str, *, with_regime: bool = False) -> Stage:
-    """Parse arguments and validate ``params.yaml``; errors exit before anything is written.
+def parse_stage(argv: list[str] | None, description: str, *, with_regime: bool = False,
+                with_candidate: bool = False) -> Stage:
+    """Parse arguments (``--domain``, and ``--candidate`` / ``--regime`` where the stage has them) and validate
+    ``params.yaml``; errors exit before anything is written. ``--candidate`` may also be given as
+    ``--domain <domain>/<candidate>``, the top-level ``candidates`` spelling dvc.yaml passes; without either,
+    a domain with one candidate runs that one.
 
     Then reconcile the tracking store (:func:`reconcile_tracking`).
     """
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--domain", required=True)
+    if with_candidate:
+        parser.add_argument("--candidate", default=None, help="the backbone (default: after the '/' of --domain)")
     if with_regime:
         parser.add_argument("--regime", required=True)
     parser.add_argument("--params", default=None, help="params file (default: params.yaml at the root)")
     args = parser.parse_args(argv)
     params = load_params(args.params or paths.params_file())
-    cls = params.domain_class(args.domain)
+    domain, _, candidate = args.domain.partition("/") if with_candidate else (args.domain, "", "")
+    candidate = getattr(args, "candidate", None) or candidate
+    cls = params.domain_class(domain)  # an unknown domain is named first
+    if with_candidate:
+        if not candidate and len(params.candidates_of(domain)) == 1:  # the domain's only backbone
+            candidate = params.candidates_of(domain)[0]
+        if not candidate:
+            parser.error(f"give --candidate, or --domain <domain>/<candidate>: {domain} has the candidates "
+                         f"{params.candidates_of(domain)}")
+        if candidate not in params.candidates_of(domain):
+            raise ValueError(f"{domain}/{candidate} is not in candidates {list(params.candidates)}")
     regime = getattr(args, "regime", None)
     if regime is not None:
         get_regime(regime)
-    stage = Stage(params=params, domain=cls(params.domain(args.domain)), regime=regime)
+    section = params.candidate_params(domain, candidate) if candidate else params.domain(domain)
+    stage = Stage(params=params, domain=cls(section), regime=regime, candidate=candidate)
     reconcile_tracking()
     return stage
 

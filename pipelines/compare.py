@@ -1,17 +1,19 @@
-"""Stage ``compare``: every domain x regime in one report.
+"""Stage ``compare``: every domain x trained candidate backbone x regime in one report.
 
-Writes ``reports/comparison.json`` (one row per (domain, regime): primary metric with its 95% CI, cost,
-rank, Pareto flags and a paired bootstrap against the domain's winner), ``reports/comparison.md``,
-``reports/comparison.png`` and ``reports/index.html`` with its figures in ``reports/figures/``.
+Writes ``reports/comparison.json`` (one row per (domain, candidate, regime): primary metric with its 95% CI,
+cost, rank, Pareto flags and a paired bootstrap against the domain's winner), ``reports/comparison.md``,
+``reports/comparison.png`` and ``reports/index.html`` with its figures in ``reports/figures/``; where a
+domain screened several candidates, the screening's predicted rankings beside the measured ones
+(``reports/screening.json`` and a section of the report; :mod:`shared.screening.agreement`).
 
-Inputs are ``metrics/<d>/<r>.json`` and ``models/<d>/<r>/predictions.safetensors`` (the paired tests
-need the test probabilities), or, with ``--tracking-uri``, the same files read back from the MLflow runs
-(the metrics JSON artifact ``<r>.json`` and ``predictions/predictions.safetensors``) so a report can be
-rebuilt from a tracking server alone.
+Inputs are ``metrics/<d>/<c>/<r>.json`` and ``models/<d>/<c>/<r>/predictions.safetensors`` (the paired tests
+need the test probabilities) of every finalist ``c`` of ``screen@<d>``, or, with ``--tracking-uri``, the same
+files read back from the MLflow runs (the metrics JSON artifact ``<r>.json`` and
+``predictions/predictions.safetensors``) so a report can be rebuilt from a tracking server alone.
 
 Built from local files, the stage also groups the MLflow runs: one parent run per domain experiment
 (tag ``run_kind=pipeline``, the git revision and the DVC experiment name; reused when both match) with
-every (domain, regime) run of ``models/<d>/<r>/run.json`` as its child (``mlflow.parentRunId``), and
+every (domain, candidate, regime) run of ``models/<d>/<c>/<r>/run.json`` as its child (``mlflow.parentRunId``), and
 registers each domain's winner as ``transferlab-<domain>@champion`` and its cheapest regime on the
 time/quality front as ``@cheapest`` (:mod:`shared.serving.registration`).
 """
@@ -27,7 +29,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pipelines.common import git_commit, reconcile_tracking, run_main, staged_output
+from pipelines.common import git_commit, is_finalist, reconcile_tracking, run_main, staged_output
 from shared import paths
 from shared.config import DomainParams, ProjectParams, load_params
 from shared.evaluation.predictions import Predictions
@@ -43,6 +45,7 @@ from shared.reporting import (
     report_figures,
     summarize,
 )
+from shared.screening.agreement import domain_agreement, hit_table, report_sections
 from shared.serving.registration import register_winners, registered_name
 
 PARENT_KIND = "pipeline"  # tag run_kind of the per-domain parent runs
@@ -52,20 +55,29 @@ Inputs = list[tuple[dict[str, Any], Predictions | None]]
 # --- inputs -------------------------------------------------------------------------------------
 
 
+def trained(params: ProjectParams, finalists: bool = True) -> list[tuple[str, str, str]]:
+    """(domain, candidate, regime) of every run the report shows, in report order: each domain's candidates
+    that ``screen@<domain>`` picked (all candidates with ``finalists=False``, or where the screening's files
+    are absent, as when a report is rebuilt from a tracking server), crossed with its regimes."""
+    return [(d, c, r) for d in params.domains for c in params.candidates_of(d)
+            if not finalists or not paths.finalist_file(d, c).is_file() or is_finalist(d, c)
+            for r in params.regimes_of(d)]
+
+
 def inputs_from_files(params: ProjectParams) -> Inputs:
-    """Metrics JSON + predictions of every (domain, regime) in params, from the working tree."""
-    files = [paths.metrics_file(d, r) for d in params.domains for r in params.regimes_of(d)]
-    missing = [str(f) for f in files if not f.is_file()]
+    """Metrics JSON + predictions of every trained (domain, candidate, regime), from the working tree."""
+    runs = trained(params)
+    missing = [str(paths.metrics_file(*run)) for run in runs if not paths.metrics_file(*run).is_file()]
     if missing:
         raise SystemExit(f"compare: metrics missing for {missing}; run the evaluate stages first")
     out: Inputs = []
-    for domain in params.domains:
-        for regime in params.regimes_of(domain):
-            metrics = json.loads(paths.metrics_file(domain, regime).read_text())
-            pred_file = paths.model_dir(domain, regime) / "predictions.safetensors"
-            if not pred_file.is_file():
-                print(f"compare: {pred_file} missing; {domain}/{regime} gets no paired test", file=sys.stderr)
-            out.append((metrics, Predictions.load(pred_file) if pred_file.is_file() else None))
+    for domain, candidate, regime in runs:
+        metrics = json.loads(paths.metrics_file(domain, candidate, regime).read_text())
+        pred_file = paths.model_dir(domain, candidate, regime) / "predictions.safetensors"
+        if not pred_file.is_file():
+            print(f"compare: {pred_file} missing; {domain}/{candidate}/{regime} gets no paired test",
+                  file=sys.stderr)
+        out.append((metrics, Predictions.load(pred_file) if pred_file.is_file() else None))
     return out
 
 
@@ -92,37 +104,45 @@ def _download(client: Any, run_id: str, candidates: tuple[str, ...], dst: Path) 
 
 
 def inputs_from_tracking(uri: str, params: ProjectParams, dst: Path) -> Inputs:
-    """The same inputs read from a tracking server: per (domain, regime) the newest FINISHED run of the
-    domain's experiment (tag ``regime``; parent runs excluded) that holds the metrics JSON artifact."""
+    """The same inputs read from a tracking server: per trained (domain, candidate, regime) the newest
+    FINISHED run of the domain's experiment (tags ``backbone`` and ``regime``; parent runs excluded) that
+    holds the metrics JSON artifact."""
     from mlflow import MlflowClient
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     client = MlflowClient(uri)
     out: Inputs = []
     missing = []
-    for domain in params.domains:
-        exp = client.get_experiment_by_name(domain)
-        runs = [] if exp is None else _finished_runs(client, exp.experiment_id)
-        for regime in params.regimes_of(domain):
-            found = None
-            for run in runs:
-                tags = run.data.tags
-                if tags.get("regime") != regime or tags.get("run_kind") == PARENT_KIND:
-                    continue
-                folder = dst / run.info.run_id
-                path = _download(client, run.info.run_id, (f"{regime}.json", f"metrics/{regime}.json"), folder)
-                if path is not None:
-                    found = (run.info.run_id, json.loads(path.read_text()), folder)
-                    break
-            if found is None:
-                missing.append(f"{domain}/{regime}")
+    found_runs: dict[str, list[Any]] = {}
+    for domain, candidate, regime in trained(params):
+        if domain not in found_runs:
+            exp = client.get_experiment_by_name(domain)
+            found_runs[domain] = [] if exp is None else _finished_runs(client, exp.experiment_id)
+        runs = found_runs[domain]
+        if not any(run.data.tags.get("backbone") == candidate for run in runs):
+            print(f"compare: no run of {domain}/{candidate} on {uri}: not trained there, not in the report",
+                  file=sys.stderr)
+            continue
+        found = None
+        for run in runs:
+            tags = run.data.tags
+            if (tags.get("regime") != regime or tags.get("backbone") != candidate
+                    or tags.get("run_kind") == PARENT_KIND):
                 continue
-            run_id, metrics, folder = found
-            pred = _download(client, run_id, ("predictions/predictions.safetensors",), folder)
-            if pred is None:
-                print(f"compare: run {run_id} ({domain}/{regime}) has no predictions artifact; no paired test",
-                      file=sys.stderr)
-            out.append((metrics, Predictions.load(pred) if pred is not None else None))
+            folder = dst / run.info.run_id
+            path = _download(client, run.info.run_id, (f"{regime}.json", f"metrics/{regime}.json"), folder)
+            if path is not None:
+                found = (run.info.run_id, json.loads(path.read_text()), folder)
+                break
+        if found is None:
+            missing.append(f"{domain}/{candidate}/{regime}")
+            continue
+        run_id, metrics, folder = found
+        pred = _download(client, run_id, ("predictions/predictions.safetensors",), folder)
+        if pred is None:
+            print(f"compare: run {run_id} ({domain}/{candidate}/{regime}) has no predictions artifact; "
+                  "no paired test", file=sys.stderr)
+        out.append((metrics, Predictions.load(pred) if pred is not None else None))
     if missing:
         raise SystemExit(f"compare: no FINISHED run with a metrics artifact on {uri} for {missing}")
     return out
@@ -149,20 +169,39 @@ def our_setting(dp: DomainParams) -> str:
     return ", ".join(bits)
 
 
+def screening_records(rows: list[dict[str, Any]], params: ProjectParams) -> list[dict[str, Any]]:
+    """The predicted-vs-measured record of every domain whose screening scored candidates and that trained
+    at least two of them (:func:`shared.screening.agreement.domain_agreement`)."""
+    records = []
+    for domain in params.domains:
+        file = paths.screening_file(domain)
+        if not file.is_file():
+            continue
+        record = domain_agreement(json.loads(file.read_text()), [r for r in rows if r["domain"] == domain])
+        if record is not None:
+            records.append(record)
+    return records
+
+
 def write_report(rows: list[dict[str, Any]], params: ProjectParams, out: Path, source: str) -> None:
-    """``comparison.{json,md,png}``, ``index.html`` and ``figures/`` in ``out`` (each replaced whole)."""
+    """``comparison.{json,md,png}``, ``predicted_vs_measured.json`` (the screening against training),
+    ``index.html`` and ``figures/`` in ``out`` (each replaced whole)."""
     rows = finite_rows(rows)
     anchors = load_anchors()
     settings = {d: our_setting(params.domain(d)) for d in params.domains}
+    records = screening_records(rows, params)
+    sections = report_sections(records)
     write_json(out / "comparison.json", rows)
+    write_json(out / "predicted_vs_measured.json", {"domains": records, "top1_hits": hit_table(records)})
     with staged_output(out / "figures") as folder:
         figures = report_figures(rows, folder)
     with atomic_path(out / "comparison.md") as tmp:
-        tmp.write_text(markdown_report(rows, anchors, settings, source))
+        tmp.write_text(markdown_report(rows, anchors, settings, source, sections))
     with atomic_path(out / "comparison.png") as tmp:
         bar_chart(rows, tmp)
     with atomic_path(out / "index.html") as tmp:
-        tmp.write_text(html_report(rows, figures, anchors=anchors, settings=settings, source=source))
+        tmp.write_text(html_report(rows, figures, anchors=anchors, settings=settings, source=source,
+                                   sections=sections))
 
 
 # --- MLflow parent runs -------------------------------------------------------------------------
@@ -187,7 +226,7 @@ def domain_note(domain: str, rows: list[dict[str, Any]]) -> str:
     winner = next(r for r in rows if r["winner"])
     ci = ("" if winner.get("primary_ci_low") is None
           else f" (95% CI {winner['primary_ci_low']:.3f}-{winner['primary_ci_high']:.3f})")
-    return (f"## {domain}: transferlab comparison\n\nWinner: **{winner['regime']}**, test "
+    return (f"## {domain}: transferlab comparison\n\nWinner: **{winner['label']}** ({winner['backbone']}), test "
             f"{winner['primary_metric']} {winner['primary']:.3f}{ci}; registered as "
             f"`models:/{registered_name(domain)}@champion`.\n\n{markdown_table(rows)}\n\n"
             "The full report (CIs, paired tests, figures) is the parent run's artifact `report/index.html` "
@@ -213,13 +252,15 @@ def link_parent_runs(params: ProjectParams, rows: list[dict[str, Any]], out: Pat
     for domain in params.domains:
         dp = params.domain(domain)
         children = {}
-        for regime in params.regimes_of(domain):
-            record = paths.model_dir(domain, regime) / "run.json"
+        for _, candidate, regime in [run for run in trained(params) if run[0] == domain]:
+            record = paths.model_dir(domain, candidate, regime) / "run.json"
             if record.is_file():
-                children[regime] = json.loads(record.read_text())["run_id"]
-        tags = {"run_kind": PARENT_KIND, "domain": domain, "dataset": dp.data.dataset, "backbone": dp.model.backbone,
+                children[f"{candidate}/{regime}"] = json.loads(record.read_text())["run_id"]
+        backbones = list(dict.fromkeys(key.rpartition("/")[0] for key in children))
+        tags = {"run_kind": PARENT_KIND, "domain": domain, "dataset": dp.data.dataset, "backbone": ",".join(backbones),
                 "git_commit": commit, "dvc_experiment": exp_name, "dvc_stage": "compare",
-                "winner": summary[domain]["winner"], "regimes": ",".join(children)}
+                "winner": summary[domain]["winner"],
+                "regimes": ",".join(dict.fromkeys(key.rpartition("/")[2] for key in children))}
         existing = _find_parent(client, domain, commit, exp_name)
         name = f"{domain}-pipeline" + (f"-{exp_name}" if exp_name else "")
         with tracked_run(domain, name, tags=tags, run_id=existing) as parent:
@@ -227,11 +268,11 @@ def link_parent_runs(params: ProjectParams, rows: list[dict[str, Any]], out: Pat
             note = domain_note(domain, [r for r in rows if r["domain"] == domain])
             mlflow.set_tag("mlflow.note.content", note)  # the parent run's page opens on its comparison
             client.set_experiment_tag(parent.info.experiment_id, "mlflow.note.content", note)
-            for regime, run_id in children.items():
+            for key, run_id in children.items():
                 try:
                     client.set_tag(run_id, "mlflow.parentRunId", parent_id)
                 except MlflowException as err:
-                    print(f"compare: cannot attach run {run_id} ({domain}/{regime}) to {parent_id}: {err}",
+                    print(f"compare: cannot attach run {run_id} ({domain}/{key}) to {parent_id}: {err}",
                           file=sys.stderr)
             winner = next(r for r in rows if r["domain"] == domain and r["winner"])
             mlflow.log_metric(f"winner_test_{winner['primary_metric']}", float(winner["primary"]))
@@ -272,6 +313,11 @@ def main(argv: list[str] | None = None) -> int:
     unrun = [f"{d}/{r}" for d in params.domains for r in params.regimes if r not in params.regimes_of(d)]
     if unrun:  # in the report, not silently missing
         source += f" Not run, left out by their domain's section (regimes.<regime>: false): {', '.join(unrun)}."
+    if not args.tracking_uri:
+        passed = sorted({f"{d}/{c}" for d, c, _ in trained(params, finalists=False)}
+                        - {f"{d}/{c}" for d, c, _ in trained(params)})
+        if passed:
+            source += f" Not trained, not finalists of the screening (reports/screening/): {', '.join(passed)}."
     rows = finite_rows(build_rows(inputs, bootstrap=bootstrap_counts(params), seed=params.seed))
     write_report(rows, params, out, source)
     if not args.tracking_uri and params.tracking.parent_run:

@@ -52,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     stage = parse_stage(["--domain", args.domain] + (["--params", args.params] if args.params else []),
                         __doc__ or "")
+    backbone = stage.dp.model.name  # the sweep trains the domain's own backbone, on its extracted features
+    if backbone not in stage.params.candidates_of(args.domain):
+        raise ValueError(f"sweep {args.domain}: its backbone {backbone} ({args.domain}.model) is not in candidates "
+                         f"{stage.params.candidates_of(args.domain)}, so no stage extracts its features")
     cfg = resolve_settings(stage.params.sweep, args)
     out_dir = Path(args.out) if args.out else paths.reports_dir() / "sweep"
     report = run_sweep(stage.domain, cfg, out_dir, tags=stage.tags("sweep"), resume=not args.no_resume)

@@ -80,6 +80,40 @@ class ModelParams(Strict):
     max_length: StrictInt | None = Field(default=None, ge=8, le=4096)
     extract_batch_size: StrictInt = Field(default=128, ge=1)
 
+    @property
+    def name(self) -> str:
+        """The candidate name of this backbone: ``backbone``, with :data:`RANDOM_SUFFIX` when it starts from
+        a random initialisation (``pretrained: false``); stage names and output folders use it."""
+        return self.backbone + ("" if self.pretrained else RANDOM_SUFFIX)
+
+    def candidate(self, name: str) -> ModelParams:
+        """These settings for candidate ``name`` (a backbone name; ``<backbone>+random``: its random init)."""
+        backbone = name.removesuffix(RANDOM_SUFFIX)
+        if not backbone:
+            raise ValueError(f"candidate {name!r} names no backbone")
+        return self.model_copy(update={"backbone": backbone, "pretrained": not name.endswith(RANDOM_SUFFIX)})
+
+
+RANDOM_SUFFIX = "+random"  # a candidate name ending in it: that backbone randomly initialised
+
+
+class ScreenParams(Strict):
+    """Backbone screening (stage ``screen@<domain>``): which of the domain's candidates (the top-level
+    ``candidates`` entries ``<domain>/<backbone>``) train. ``finalists`` is how many, or ``all``; they are the
+    top candidates by ``select_by``, a transferability score of their frozen features
+    (:mod:`shared.screening.estimators`; ``probe``: the frozen probe's validation score)."""
+
+    finalists: StrictInt | Literal["all"] = Field(default=1)
+    select_by: Literal["logme", "h_score", "shrinkage_h_score", "knn_accuracy", "probe", "leep", "nce"] = "logme"
+    knn_neighbours: StrictInt = Field(default=5, ge=1)
+
+    @field_validator("finalists")
+    @classmethod
+    def _positive(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("finalists must be at least 1, or 'all'")
+        return value
+
 
 class TrainParams(Strict):
     """The shared training loop (AdamW + warmup + cosine, early stopping on validation)."""
@@ -153,6 +187,7 @@ class DomainParams(Strict):
     # writes it out as the mapping: DVC tracks each (domain, regime)'s own key)
     regimes: dict[str, Any] = Field(default_factory=dict, validate_default=True)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    screen: ScreenParams = Field(default_factory=ScreenParams)
 
     @field_validator("regimes", mode="before")
     @classmethod
@@ -236,6 +271,11 @@ class ProjectParams(Strict):
     seed: StrictInt = Field(default=0, ge=0)
     domains: list[str] = Field(min_length=1)
     regimes: list[str] = Field(min_length=1)
+    # What dvc.yaml expands extract / train / evaluate over: ``<domain>/<backbone>: <domain>`` (``<backbone>+random``:
+    # its random init; DVC cannot split the key, so the domain is spelled out for the stages' dependencies);
+    # every domain of ``domains`` needs at least one; ``screen@<domain>`` picks the finalists that train.
+    # Absent: each domain's own ``model`` backbone (what :func:`parse_params` fills in; dvc.yaml needs the key)
+    candidates: dict[str, str] = Field(default_factory=dict)
     tracking: TrackingParams = Field(default_factory=TrackingParams)
     sweep: SweepParams = Field(default_factory=SweepParams)
     sections: dict[str, DomainParams] = Field(default_factory=dict)
@@ -254,6 +294,15 @@ class ProjectParams(Strict):
     def regimes_of(self, domain: str) -> list[str]:
         """The regimes of the top-level ``regimes`` that ``domain`` runs (its section may leave some out)."""
         return [r for r in self.regimes if self.domain(domain).runs(r)]
+
+    def candidates_of(self, domain: str) -> list[str]:
+        """The backbones (candidate names) of ``domain`` in the top-level ``candidates``, in order."""
+        return [key.partition("/")[2] for key, owner in self.candidates.items() if owner == domain]
+
+    def candidate_params(self, domain: str, candidate: str) -> DomainParams:
+        """``domain``'s section with its model set to ``candidate`` (see :meth:`ModelParams.candidate`)."""
+        dp = self.domain(domain)
+        return dp.model_copy(update={"model": dp.model.candidate(candidate)})
 
     def domain_class(self, name: str) -> Any:
         """The domain class of section ``name`` (a registered plugin, or an own-data domain)."""
@@ -309,11 +358,28 @@ def parse_params(raw: Any, path: Path | str = "params.yaml") -> ProjectParams:
     unsectioned = [d for d in params.domains if d not in sections]
     if unsectioned:
         raise ParamsError(f"{path}: domains {unsectioned} are listed but have no section")
+    if "candidates" not in raw:
+        params.candidates = {f"{d}/{params.domain(d).model.name}": d for d in params.domains}
+    _check_candidates(params, path)
     idle = [d for d in params.domains if not params.regimes_of(d)]
     if idle:
         raise ParamsError(f"{path}: {', '.join(f'{d}.regimes' for d in idle)} leaves out every regime of "
                           f"regimes {params.regimes}")
     return params
+
+
+def _check_candidates(params: ProjectParams, path: Path) -> None:
+    """Every ``candidates`` entry is ``<domain>/<backbone>: <domain>`` with a domain of ``domains``; every
+    domain of ``domains`` has at least one."""
+    bad = [f"{key}: {owner}" for key, owner in params.candidates.items()
+           if key.partition("/")[0] != owner or not key.partition("/")[2] or owner not in params.domains]
+    if bad:
+        raise ParamsError(f"{path}: candidates {bad}: each entry must be '<domain>/<backbone>: <domain>' with a "
+                          f"domain of domains {params.domains} (dvc.yaml runs extract/train/evaluate for each)")
+    none = [d for d in params.domains if not params.candidates_of(d)]
+    if none:
+        hint = ", ".join(f"'{d}/{params.domain(d).model.name}: {d}'" for d in none)
+        raise ParamsError(f"{path}: domains {none} have no entry in candidates; add e.g. {hint}")
 
 
 def _check_duplicate_keys(node: yaml.Node, path: Path, prefix: str = "",

@@ -27,29 +27,55 @@ def prepared_dir(domain: str) -> Path:
     return root() / "data" / "prepared" / domain
 
 
-def features_dir(domain: str) -> Path:
-    """Cached frozen features, one sub-folder per backbone (``extract`` out)."""
-    return root() / "data" / "features" / domain
+def features_dir(domain: str, candidate: str) -> Path:
+    """Cached frozen features of one candidate backbone (``extract@<domain>/<candidate>`` out)."""
+    return root() / "data" / "features" / domain / candidate
 
 
-def model_dir(domain: str, regime: str) -> Path:
+def candidate_params_file(domain: str, candidate: str) -> Path:
+    """The effective params of one (domain, candidate), written by ``check``; the per-candidate stages
+    track their keys (dvc.yaml cannot name the candidate's domain section in params.yaml)."""
+    return root() / "data" / "candidates" / domain / f"{candidate}.yaml"
+
+
+def candidate_source_link(domain: str, candidate: str) -> Path:
+    """A link to the domain's source (as :func:`source_link`), under the candidate's name for its stages."""
+    return root() / "data" / "candidates" / domain / f"{candidate}.source"
+
+
+def finalists_dir(domain: str) -> Path:
+    """``screen@<domain>``'s choice, one :func:`finalist_file` per candidate (its out)."""
+    return root() / "data" / "screening" / domain
+
+
+def finalist_file(domain: str, candidate: str) -> Path:
+    """Whether ``screen@<domain>`` picked ``candidate`` to train (a dependency of its train stages)."""
+    return finalists_dir(domain) / f"{candidate}.json"
+
+
+def screening_file(domain: str) -> Path:
+    """``screen@<domain>``'s scores of every candidate, with the seconds each took."""
+    return root() / "reports" / "screening" / f"{domain}.json"
+
+
+def model_dir(domain: str, candidate: str, regime: str) -> Path:
     """Trained weights / head / adapter and the run record (``train`` out)."""
-    return root() / "models" / domain / regime
+    return root() / "models" / domain / candidate / regime
 
 
-def checkpoint_dir(domain: str, regime: str) -> Path:
+def checkpoint_dir(domain: str, candidate: str, regime: str) -> Path:
     """Resumable training checkpoints; persisted outside DVC outs so a killed stage resumes."""
-    return root() / "checkpoints" / domain / regime
+    return root() / "checkpoints" / domain / candidate / regime
 
 
-def metrics_file(domain: str, regime: str) -> Path:
+def metrics_file(domain: str, candidate: str, regime: str) -> Path:
     """The evaluation metrics JSON (``evaluate`` metrics out)."""
-    return root() / "metrics" / domain / f"{regime}.json"
+    return root() / "metrics" / domain / candidate / f"{regime}.json"
 
 
-def plots_dir(domain: str, regime: str) -> Path:
+def plots_dir(domain: str, candidate: str, regime: str) -> Path:
     """Evaluation plots (``evaluate`` plots out)."""
-    return root() / "plots" / domain / regime
+    return root() / "plots" / domain / candidate / regime
 
 
 def audit_file(domain: str) -> Path:

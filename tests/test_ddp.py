@@ -43,7 +43,7 @@ def tiny_params() -> dict[str, Any]:
     """The repository's vision section cut down to a CPU-sized DDP check."""
     raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     raw = {k: v for k, v in raw.items() if k in ("seed", "vision")}
-    raw.update(domains=["vision"], regimes=list(REGIMES))
+    raw.update(domains=["vision"], candidates={"vision/tf_efficientnet_lite0": "vision"}, regimes=list(REGIMES))
     vision = raw["vision"]
     vision["data"].update(dataset="mnist", max_train_samples=64, max_eval_samples=40)
     vision["model"].update(backbone="test_efficientnet", pretrained=False, image_size=32, extract_batch_size=64)
@@ -115,7 +115,7 @@ def projects(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Pat
 def read_outputs(root: Path, regime: str) -> tuple[dict[str, Any], Any, dict[str, torch.Tensor]]:
     from shared.evaluation.predictions import Predictions
 
-    out = root / "models" / "vision" / regime
+    out = root / "models" / "vision" / "tf_efficientnet_lite0" / regime
     return (json.loads((out / "run.json").read_text()), Predictions.load(out / "predictions.safetensors"),
             load_file(str(out / "weights.safetensors")))
 
@@ -143,9 +143,9 @@ def test_train_stage_on_two_cpu_processes(projects: dict[str, Path], regime: str
     # outputs written once, by the main process: no staging leftovers, checkpoints cleaned up
     info, preds, weights = read_outputs(root, regime)
     assert info["run_id"] == run.info.run_id and info["processes"] == 2
-    leftovers = [p.name for p in (root / "models" / "vision").iterdir() if p.name.startswith(".")]
+    leftovers = [p.name for p in (root / "models" / "vision" / "tf_efficientnet_lite0").iterdir() if p.name.startswith(".")]
     assert leftovers == []
-    assert not any((root / "checkpoints" / "vision" / regime).glob("*/ckpt-*"))
+    assert not any((root / "checkpoints" / "vision" / "tf_efficientnet_lite0" / regime).glob("*/ckpt-*"))
 
     # gathered predictions: the prepared test split once, in order, with the prepared label map
     prepared = load_from_disk(str(root / "data" / "prepared" / "vision"))

@@ -35,6 +35,11 @@ from shared.testing import projects
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DOMAINS = ("vision", "nlp")
+# The default test's two candidate backbones per domain: vision trains both (finalists: all), so the report
+# sets the screening's prediction beside what training measured; nlp trains the one the screening picks.
+SCREENED = {"vision": ["tf_efficientnet_lite0", "tf_efficientnet_lite0+random"],
+            "nlp": ["sentence-transformers/all-MiniLM-L6-v2", "paraphrase-MiniLM-L3-v2"]}
+FINALISTS: dict[str, int | str] = {"vision": "all", "nlp": 1}
 # The default test keeps one probe and one trained regime per domain: every stage is a fresh Python process
 # (~10-15 s, mostly imports, on the shared 2-core machine). The slow variant runs every registered regime.
 DEFAULT_REGIMES = ["frozen", "lora"]
@@ -47,8 +52,9 @@ pytestmark = pytest.mark.skipif(shutil.which("dvc") is None or shutil.which("git
                                 reason="needs the dvc and git executables")
 
 
-def tiny_params(regimes: list[str]) -> dict[str, Any]:
-    """The repository's params.yaml cut down to two embedded datasets, a few dozen items, one short epoch."""
+def tiny_params(regimes: list[str], screened: bool = False) -> dict[str, Any]:
+    """The repository's params.yaml cut down to two embedded datasets, a few dozen items, one short epoch;
+    ``screened``: two candidate backbones per domain (:data:`SCREENED`, :data:`FINALISTS`)."""
     raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     raw = {k: v for k, v in raw.items() if k not in ("xray", "dermatology", "ehr")}
     raw["domains"] = list(DOMAINS)
@@ -61,7 +67,23 @@ def tiny_params(regimes: list[str]) -> dict[str, Any]:
         raw[domain]["data"].update(max_train_samples=64, max_eval_samples=40)
         raw[domain]["train"].update(epochs=1, max_steps_per_epoch=2, batch_size=8)
         raw[domain]["evaluate"] = {"bootstrap": 20}
+        if screened:
+            raw[domain]["screen"]["finalists"] = FINALISTS[domain]
+    if screened:
+        raw["candidates"] = {f"{d}/{c}": d for d in DOMAINS for c in SCREENED[d]}
     return materialize(parse_params(raw))
+
+
+def trained_runs(project: Path, domains: list[str] | tuple[str, ...], regimes: list[str]
+                 ) -> list[tuple[str, str, str]]:
+    """(domain, candidate, regime) of every run the project's screening let train, in params order."""
+    params = parse_params(yaml.safe_load((project / "params.yaml").read_text()))
+    out = []
+    for domain in domains:
+        for candidate in params.candidates_of(domain):
+            record = json.loads((project / "data" / "screening" / domain / f"{candidate}.json").read_text())
+            out += [(domain, candidate, r) for r in regimes if record["finalist"] and r in params.regimes_of(domain)]
+    return out
 
 
 def stage_env() -> dict[str, str]:
@@ -128,27 +150,27 @@ def make_project(root: Path, params: dict[str, Any]) -> Path:
 
 
 def check_outputs(project: Path, regimes: list[str],
-                  runs_of: dict[tuple[str, str], int] | None = None, served: bool = True) -> None:
-    """Metrics JSON per (domain, regime), the comparison report, and FINISHED MLflow runs: one per
-    (domain, regime) unless ``runs_of`` says otherwise; with ``served``, the logged models and the registry
-    (:func:`check_served`)."""
-    for domain in DOMAINS:
-        for regime in regimes:
-            path = project / "metrics" / domain / f"{regime}.json"
-            assert path.is_file(), f"missing {path}"
-            metrics = json.loads(path.read_text())
-            assert METRIC_KEYS <= set(metrics), f"{path} lacks {METRIC_KEYS - set(metrics)}"
-            assert (metrics["domain"], metrics["regime"]) == (domain, regime)
-            for key in ("accuracy", "macro_f1", "auroc"):
-                assert 0.0 <= metrics["test"][key] <= 1.0, f"{path}: test.{key} = {metrics['test'].get(key)}"
-            if regime in ("partial", "lora", "bitfit", "dora"):
-                assert 0 < metrics["trainable_params"] < metrics["total_params"]
-            elif regime in ("scratch", "full", "lp_ft", "l2sp"):
-                assert 0 < metrics["trainable_params"] == metrics["total_params"]
+                  runs_of: dict[tuple[str, str, str], int] | None = None, served: bool = True) -> None:
+    """Metrics JSON per trained (domain, candidate, regime), the comparison report, and FINISHED MLflow runs:
+    one per trained run unless ``runs_of`` says otherwise; with ``served``, the logged models and the
+    registry (:func:`check_served`)."""
+    trained = trained_runs(project, DOMAINS, regimes)
+    for domain, candidate, regime in trained:
+        path = project / "metrics" / domain / candidate / f"{regime}.json"
+        assert path.is_file(), f"missing {path}"
+        metrics = json.loads(path.read_text())
+        assert METRIC_KEYS <= set(metrics), f"{path} lacks {METRIC_KEYS - set(metrics)}"
+        assert (metrics["domain"], metrics["candidate"], metrics["regime"]) == (domain, candidate, regime)
+        for key in ("accuracy", "macro_f1", "auroc"):
+            assert 0.0 <= metrics["test"][key] <= 1.0, f"{path}: test.{key} = {metrics['test'].get(key)}"
+        if regime in ("partial", "lora", "bitfit", "dora"):
+            assert 0 < metrics["trainable_params"] < metrics["total_params"]
+        elif regime in ("scratch", "full", "lp_ft", "l2sp"):
+            assert 0 < metrics["trainable_params"] == metrics["total_params"]
     for ext in ("json", "md", "png"):
         assert (project / "reports" / f"comparison.{ext}").stat().st_size > 0
     rows = json.loads((project / "reports" / "comparison.json").read_text())
-    assert len(rows) == len(DOMAINS) * len(regimes)
+    assert [(r["domain"], r["candidate"], r["regime"]) for r in rows] == trained
 
     from mlflow import MlflowClient
 
@@ -160,14 +182,14 @@ def check_outputs(project: Path, regimes: list[str],
     parents = {r.data.tags.get("domain"): r.info.run_id for r in runs if r.data.tags.get("run_kind") == "pipeline"}
     assert len(parents) == sum(r.data.tags.get("run_kind") == "pipeline" for r in runs) == len(DOMAINS), \
         "compare keeps one parent run per domain"
-    seen: dict[tuple[str, str], int] = {}
+    seen: dict[tuple[str, str, str], int] = {}
     for r in runs:
         tags, metrics = r.data.tags, r.data.metrics
         if tags.get("run_kind") == "pipeline":
             assert r.info.status == "FINISHED"
             continue
         assert tags.get("mlflow.parentRunId") == parents[tags.get("domain")]
-        key = (tags.get("domain", ""), tags.get("regime", ""))
+        key = (tags.get("domain", ""), tags.get("backbone", ""), tags.get("regime", ""))
         seen[key] = seen.get(key, 0) + 1
         assert r.info.status == "FINISHED", f"{key}: {r.info.status} {tags.get('error', '')}"
         for tag in ("backbone", "dataset", "dvc_stage"):
@@ -176,14 +198,43 @@ def check_outputs(project: Path, regimes: list[str],
         for name in ("test_accuracy", "test_macro_f1", "test_auroc"):
             assert name in metrics, f"{key}: metric {name} missing ({sorted(metrics)})"
         # what the MLflow UI's runs table shows without configuring columns: the name and the datasets
-        assert re.fullmatch(rf"{key[0]}-{key[1]} \| .+ \| \w+ [01]\.\d{{3}} \| \d+ s", r.info.run_name), \
+        assert re.fullmatch(rf"{re.escape('-'.join(key))} \| .+ \| \w+ [01]\.\d{{3}} \| \d+ s", r.info.run_name), \
             r.info.run_name
         splits = {i.dataset.name: i.tags[0].value for i in client.get_run(r.info.run_id).inputs.dataset_inputs}
         assert splits == {f"{key[0]}-{s}": s for s in ("train", "validation", "test")}, splits
-    assert seen == {(d, r): 1 for d in DOMAINS for r in regimes} | (runs_of or {})
+    assert seen == {run: 1 for run in trained} | (runs_of or {})
     assert all(e.tags.get("mlflow.experimentKind") == "custom_model_development" for e in experiments if e)
     if served:
         check_served(project, client, rows)
+
+
+def check_screening(project: Path, regimes: list[str]) -> None:
+    """The two-candidate project: every score of each candidate (LEEP/NCE only where a source head exists),
+    vision trained both, nlp only the screening's pick (the other's stages say why), and the report sets
+    the predictions beside what training measured."""
+    vision = json.loads((project / "reports" / "screening" / "vision.json").read_text())
+    nlp = json.loads((project / "reports" / "screening" / "nlp.json").read_text())
+    pretrained, random = SCREENED["vision"]
+    assert set(vision["scores"][pretrained]) == {"logme", "h_score", "shrinkage_h_score", "knn_accuracy", "probe",
+                                                 "leep", "nce"}
+    assert set(vision["scores"][random]) == set(vision["scores"][pretrained]) - {"leep", "nce"}
+    assert vision["finalists"] == SCREENED["vision"] and len(nlp["finalists"]) == 1
+    assert all(v["epoch_seconds"] > 0 for v in vision["fine_tuning_epoch"].values())
+    (passed,) = set(SCREENED["nlp"]) - set(nlp["finalists"])
+    assert nlp["finalists"] == [nlp["estimators"]["logme"]["ranking"][0]]  # select_by: logme
+    for regime in regimes:
+        note = json.loads((project / "models" / "nlp" / passed / regime / "left_out.json").read_text())
+        assert "is not a finalist of screen@nlp" in note["left_out"], note
+        assert "test" not in json.loads((project / "metrics" / "nlp" / passed / f"{regime}.json").read_text())
+    record = json.loads((project / "reports" / "predicted_vs_measured.json").read_text())
+    (domain,) = record["domains"]
+    assert domain["domain"] == "vision" and list(domain["views"]) == [*regimes, "best regime"]
+    assert set(domain["views"]["best regime"]) == {"logme", "h_score", "shrinkage_h_score", "knn_accuracy", "probe"}
+    assert set(domain["what_screening_saves"]) == set(domain["views"]["best regime"])
+    assert record["top1_hits"]["logme"]["domains"] == 1
+    report = (project / "reports" / "comparison.md").read_text()
+    assert "## Screening vision: predicted vs measured" in report and f"nlp/{passed}" in report
+    assert "Screening vision: predicted vs measured" in (project / "reports" / "index.html").read_text()
 
 
 def check_served(project: Path, client: Any, rows: list[dict[str, Any]]) -> None:
@@ -205,9 +256,10 @@ def check_served(project: Path, client: Any, rows: list[dict[str, Any]]) -> None
         items = raw_inputs(load_from_disk(str(project / "data" / "prepared" / domain / "test")))
         members = [row for row in rows if row["domain"] == domain]
         for row in members:
-            folder = project / "models" / domain / row["regime"]
+            folder = project / "models" / domain / row["candidate"] / row["regime"]
             card = ModelCard.read(folder / PACKAGE)
-            uri = json.loads((project / "metrics" / domain / f"{row['regime']}.json").read_text())["model_uri"]
+            uri = json.loads((project / "metrics" / domain / row["candidate"] / f"{row['regime']}.json"
+                              ).read_text())["model_uri"]
             out = mlflow.pyfunc.load_model(uri).predict(pd.DataFrame({card.input_column: items}))
             expected = Predictions.load(folder / "predictions.safetensors").test_probs
             np.testing.assert_allclose(out[probability_columns(card.class_names)].to_numpy(), expected, atol=1e-5,
@@ -219,11 +271,27 @@ def check_served(project: Path, client: Any, rows: list[dict[str, Any]]) -> None
             assert version.tags["regime"] == row["regime"], f"{registered_name(domain)}@{alias}: {version.tags}"
 
 
-def expected_stages(domains: list[str] | tuple[str, ...], regimes: list[str]) -> set[str]:
-    """Every stage dvc.yaml expands for ``domains`` x ``regimes``."""
-    expected = {f"{s}@{d}" for s in ("fetch", "prepare", "extract") for d in domains}
-    expected |= {f"{s}@{d}-{r}" for s in ("train", "evaluate") for d in domains for r in regimes}
+def expected_stages(candidates: dict[str, str], regimes: list[str]) -> set[str]:
+    """Every stage dvc.yaml expands for ``candidates`` (``<domain>/<backbone>: <domain>``) x ``regimes``."""
+    domains = set(candidates.values())
+    expected = {f"{s}@{d}" for s in ("fetch", "prepare", "screen") for d in domains}
+    expected |= {f"extract@{c}" for c in candidates}
+    expected |= {f"{s}@{c}-{r}" for s in ("train", "evaluate") for c in candidates for r in regimes}
     return expected | {"compare", "check"}
+
+
+def default_candidates(domains: list[str] | tuple[str, ...], params: dict[str, Any] | None = None) -> dict[str, str]:
+    """One candidate per domain: its section's backbone (own data: the modality's default)."""
+    from domains.own import DEFAULT_MODEL
+    from shared.registry import domain_class, section_format
+
+    out = {}
+    for d in domains:
+        section = (params or {}).get(d) or {}
+        backbone = (section.get("model") or {}).get("backbone") or \
+            DEFAULT_MODEL[domain_class(d, section_format(section)).modality]["backbone"]
+        out[f"{d}/{backbone}"] = d
+    return out
 
 
 def repro_timeout(stages: int) -> float:
@@ -232,18 +300,24 @@ def repro_timeout(stages: int) -> float:
     return 300 + 60 * stages
 
 
-def start_main(tmp_path: Path, regimes: list[str]) -> Repro:
-    """The vision + nlp project with ``regimes``, its first ``dvc repro`` started."""
-    project = make_project(tmp_path, tiny_params(regimes))
-    return Repro(project, repro_timeout(len(expected_stages(DOMAINS, regimes))))
+def start_main(tmp_path: Path, regimes: list[str], screened: bool = False) -> Repro:
+    """The vision + nlp project with ``regimes`` (``screened``: two candidate backbones per domain), its first
+    ``dvc repro`` started."""
+    params = tiny_params(regimes, screened=screened)
+    project = make_project(tmp_path, params)
+    return Repro(project, repro_timeout(len(expected_stages(params["candidates"], regimes))))
 
 
 def e2e(tmp_path: Path, regimes: list[str], started: Repro | None = None) -> None:
     started = started or start_main(tmp_path, regimes)
     project = started.project
     first = started.wait()
-    assert stages_run(first) == expected_stages(DOMAINS, regimes)
+    candidates = yaml.safe_load((project / "params.yaml").read_text())["candidates"]
+    assert stages_run(first) == expected_stages(candidates, regimes)
     check_outputs(project, regimes)
+    screened = len(candidates) > len(DOMAINS)
+    if screened:
+        check_screening(project, regimes)
 
     t0 = time.perf_counter()
     again = run(["dvc", "repro"], project)
@@ -267,24 +341,30 @@ def e2e(tmp_path: Path, regimes: list[str], started: Repro | None = None) -> Non
     assert params["vision"]["regimes"]["frozen"]["C_grid"] != [0.5]
     params["vision"]["regimes"]["frozen"]["C_grid"] = [0.5]
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    # the per-candidate stages track the files `check` writes from params.yaml: after it ran, `dvc status`
+    # names exactly the stages the edit touches (the screening reads the frozen probe's C grid too)
+    run(["dvc", "repro", "check"], project)
+    frozen = [c for d, c, r in trained_runs(project, DOMAINS, regimes) if d == "vision" and r == "frozen"]
     status = json.loads(run(["dvc", "status", "--json", "dvc.yaml"], project).stdout or "{}")
-    assert set(status) == {"check", "train@vision-frozen"}, status
+    assert set(status) == {"check", "screen@vision", *(f"train@vision/{c}-frozen" for c in frozen)}, status
     assert "always changed" in status["check"], status
     changed = run(["dvc", "repro"], project)
-    assert stages_run(changed) == {"check", "train@vision-frozen", "evaluate@vision-frozen", "compare"}
-    assert json.loads((project / "models" / "vision" / "frozen" / "run.json").read_text())["probe_C"] == 0.5
-    check_outputs(project, regimes, runs_of={("vision", "frozen"): 2}, served=False)
+    assert stages_run(changed) == {"check", "screen@vision", "compare",
+                                   *(f"{s}@vision/{c}-frozen" for s in ("train", "evaluate") for c in frozen)}
+    for candidate in frozen:
+        record = project / "models" / "vision" / candidate / "frozen" / "run.json"
+        assert json.loads(record.read_text())["probe_C"] == 0.5
+    check_outputs(project, regimes, runs_of={("vision", c, "frozen"): 2 for c in frozen}, served=False)
 
     # code is a dependency too: editing the baseline regime's module makes every train stage stale (they
     # depend on the whole shared/regimes package), train@*-baseline among them, and nothing upstream
     with (project / "shared" / "regimes" / "baseline.py").open("a") as f:
         f.write("# an edit\n")
     status = json.loads(run(["dvc", "status", "--json", "dvc.yaml"], project).stdout or "{}")
-    trains = {f"train@{d}-{r}" for d in DOMAINS for r in regimes}
+    candidates = yaml.safe_load((project / "params.yaml").read_text())["candidates"]
+    trains = {f"train@{c}-{r}" for c in candidates for r in regimes}
     assert trains <= set(status), f"stale after editing shared/regimes/baseline.py: {sorted(status)}"
     assert not {s for s in status if s.split("@")[0] in ("fetch", "prepare", "extract")}, status
-    if "baseline" in regimes:
-        assert {"train@vision-baseline", "train@nlp-baseline"} <= set(status)
 
 
 def start_default_projects(base: Path) -> dict[str, Repro]:
@@ -292,9 +372,10 @@ def start_default_projects(base: Path) -> dict[str, Repro]:
     vision + nlp with :data:`DEFAULT_REGIMES`, and every own-data layout and format (:data:`OWN_DATA`) with
     ``frozen``. ``tests/conftest.py`` calls it when collection ends, so the two run while the rest of the
     suite does (43 stage processes that mostly import; the suite's other tests mostly use one core)."""
-    main = start_main(base / "main", DEFAULT_REGIMES)
+    main = start_main(base / "main", DEFAULT_REGIMES, screened=True)
     own_dir, sources = own_project(base / "own", list(OWN_DATA), ["frozen"])
-    own = Repro(own_dir, repro_timeout(len(expected_stages(list(OWN_DATA), ["frozen"]))), sources)
+    own = Repro(own_dir, repro_timeout(len(expected_stages(default_candidates(list(OWN_DATA)), ["frozen"]))),
+                sources)
     return {"main": main, "own": own}
 
 
@@ -337,8 +418,8 @@ def slow_projects(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
     started = {"main": start_main(tmp_path_factory.mktemp("e2e-all"), ALL_REGIMES)}
     own_dir, sources = own_project(tmp_path_factory.mktemp("e2e-own-all"), list(OWN_DATA), ["frozen", "lora"],
                                    narrowed={"notes_parquet": ["frozen"]})
-    started["own"] = Repro(own_dir, repro_timeout(len(expected_stages(list(OWN_DATA), ["frozen", "lora"]))),
-                           sources)
+    started["own"] = Repro(own_dir, repro_timeout(len(expected_stages(default_candidates(list(OWN_DATA)),
+                                                                      ["frozen", "lora"]))), sources)
     try:
         yield all_finished(started)
     finally:
@@ -360,6 +441,7 @@ def kill_params() -> dict[str, Any]:
     """vision/full only, deterministic, three epochs of 30 steps (seconds each): room to kill mid-epoch."""
     params = tiny_params(["full"])
     params["domains"] = ["vision"]
+    params["candidates"] = default_candidates(["vision"], params)
     del params["nlp"]
     params["vision"]["data"].update(max_train_samples=480)
     params["vision"]["model"].update(image_size=64)
@@ -368,21 +450,25 @@ def kill_params() -> dict[str, Any]:
     return params
 
 
+LITE0 = "tf_efficientnet_lite0"
+
+
 def _checkpoints(project: Path) -> list[Path]:
-    return sorted((project / "checkpoints" / "vision" / "full").glob("*/ckpt-*.json"))
+    return sorted((project / "checkpoints" / "vision" / LITE0 / "full").glob("*/ckpt-*.json"))
 
 
 @pytest.mark.slow
 def test_killed_train_stage_resumes_bit_exact(tmp_path: Path) -> None:
     """RELIABILITY (resume): kill ``dvc repro``'s process group (SIGKILL: no handler runs) in the middle of
-    the second epoch of train@vision-full; the next ``dvc repro`` resumes from the epoch-1 checkpoint,
-    ends with the same weights as an uninterrupted run, bit for bit, and the killed MLflow run is KILLED."""
+    the second epoch of train@vision/tf_efficientnet_lite0-full; the next ``dvc repro`` resumes from the epoch-1
+    checkpoint, ends with the same weights as an uninterrupted run, bit for bit, and the killed MLflow run is KILLED."""
     from mlflow import MlflowClient
     from safetensors.torch import load_file
 
     reference = make_project(tmp_path / "reference", kill_params())
     run(["dvc", "repro"], reference)
-    epoch_seconds = json.loads((reference / "metrics" / "vision" / "full.json").read_text())["train_seconds"] / 3
+    reference_metrics = json.loads((reference / "metrics" / "vision" / LITE0 / "full.json").read_text())
+    epoch_seconds = reference_metrics["train_seconds"] / 3
     assert epoch_seconds > 0.6, f"an epoch takes {epoch_seconds:.2f} s: too short to kill inside it"
 
     project = make_project(tmp_path / "killed", kill_params())
@@ -399,20 +485,20 @@ def test_killed_train_stage_resumes_bit_exact(tmp_path: Path) -> None:
         os.killpg(proc.pid, 9)
     finally:
         proc.wait(timeout=60)
-    assert not (project / "models" / "vision" / "full" / "weights.safetensors").exists()
+    assert not (project / "models" / "vision" / LITE0 / "full" / "weights.safetensors").exists()
 
     again = run(["dvc", "repro"], project)
     assert "resumed from epoch 0 checkpoint" in again.stdout + again.stderr
     assert not _checkpoints(project), "checkpoints are removed once the weights are written"
-    ours = load_file(project / "models" / "vision" / "full" / "weights.safetensors")
-    theirs = load_file(reference / "models" / "vision" / "full" / "weights.safetensors")
+    ours = load_file(project / "models" / "vision" / LITE0 / "full" / "weights.safetensors")
+    theirs = load_file(reference / "models" / "vision" / LITE0 / "full" / "weights.safetensors")
     assert ours.keys() == theirs.keys()
     different = [k for k in ours if not (ours[k].dtype == theirs[k].dtype and ours[k].shape == theirs[k].shape
                                          and ours[k].view(-1).view(torch.uint8).equal(
                                              theirs[k].view(-1).view(torch.uint8)))]
     assert not different, f"{len(different)} tensors differ from the uninterrupted run, e.g. {different[:3]}"
-    ours_m = json.loads((project / "metrics" / "vision" / "full.json").read_text())
-    theirs_m = json.loads((reference / "metrics" / "vision" / "full.json").read_text())
+    ours_m = json.loads((project / "metrics" / "vision" / LITE0 / "full.json").read_text())
+    theirs_m = json.loads((reference / "metrics" / "vision" / LITE0 / "full.json").read_text())
     assert ours_m["test"] == theirs_m["test"]
 
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
@@ -473,6 +559,7 @@ def own_project(tmp_path: Path, names: list[str], regimes: list[str],
         if name in (narrowed or {}):
             raw[name]["regimes"] = (narrowed or {})[name]
     raw["sweep"]["domains"] = names[:1]
+    raw["candidates"] = default_candidates(names, raw)
     parse_params(raw)
     return make_project(tmp_path, raw), sources
 
@@ -480,10 +567,10 @@ def own_project(tmp_path: Path, names: list[str], regimes: list[str],
 def e2e_own(tmp_path: Path, names: list[str], regimes: list[str], started: Repro | None = None) -> None:
     if started is None:
         project, sources = own_project(tmp_path, names, regimes)
-        started = Repro(project, repro_timeout(len(expected_stages(names, regimes))), sources)
+        started = Repro(project, repro_timeout(len(expected_stages(default_candidates(names), regimes))), sources)
     project, sources = started.project, started.sources
     first = started.wait()
-    assert stages_run(first) == expected_stages(names, regimes)
+    assert stages_run(first) == expected_stages(default_candidates(names), regimes)
     assert all(f"filled in the defaults of {n}: " in first.stdout + first.stderr for n in names)
     params = parse_params(yaml.safe_load((project / "params.yaml").read_text()))
     left_out = {(n, r) for n in names for r in regimes if r not in params.regimes_of(n)}
@@ -495,7 +582,8 @@ def e2e_own(tmp_path: Path, names: list[str], regimes: list[str], started: Repro
             assert all(n > 0 for n in audit["groups"].values()), audit["groups"]
             assert sum(audit["groups"].values()) == groups, f"{name}: {audit['groups']} for {groups} patients"
         for regime in regimes:
-            metrics = json.loads((project / "metrics" / name / f"{regime}.json").read_text())
+            (candidate,) = params.candidates_of(name)
+            metrics = json.loads((project / "metrics" / name / candidate / f"{regime}.json").read_text())
             if (name, regime) in left_out:  # its stages ran (DVC's matrix) and wrote why nothing trained
                 assert metrics["left_out"] and "test" not in metrics, metrics
                 continue

@@ -46,7 +46,7 @@ def install_plugin(site: Path) -> None:
 def tiny_params() -> dict:
     raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     raw = {k: v for k, v in raw.items() if k in ("seed", "vision")}
-    raw.update(domains=["vision"], regimes=["headonly"])
+    raw.update(domains=["vision"], candidates={"vision/tf_efficientnet_lite0": "vision"}, regimes=["headonly"])
     raw["vision"]["data"].update(dataset="mnist", max_train_samples=64, max_eval_samples=40)
     raw["vision"]["model"].update(image_size=32, extract_batch_size=64)
     raw["vision"]["train"].update(epochs=1, max_steps_per_epoch=2, batch_size=8)
@@ -73,7 +73,7 @@ def test_a_regime_installed_from_another_package_runs_end_to_end(tmp_path: Path)
                           "--params", str(params)], cwd=project, env=env, capture_output=True, text=True,
                          timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
-    metrics = json.loads((project / "metrics" / "vision" / "headonly.json").read_text())
+    metrics = json.loads((project / "metrics" / "vision" / "tf_efficientnet_lite0" / "headonly.json").read_text())
     assert metrics["regime"] == "headonly"
     assert metrics["regime_description"] == "the head alone trains (a plugin regime)"
     assert metrics["trainable_params"] == 1280 * 10 + 10  # EfficientNet-Lite0's head on 10 MNIST classes

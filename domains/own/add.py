@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from domains.own import OwnDomain, label_values, source_path
+from domains.own import DEFAULT_MODEL, OwnDomain, label_values, source_path
 from shared.config import ParamsError, ProjectParams, load_params, parse_params, read_yaml
 from shared.data.domain import link_source
 from shared.files.atomic import atomic_path
@@ -94,6 +94,19 @@ def with_domain(text: str, name: str, where: Path) -> str:
     return text[: block.end()] + f"{indent}- {name}\n" + text[block.end():]
 
 
+CANDIDATES_BLOCK = re.compile(r"^candidates:[ \t]*(#.*)?\n(?P<items>(?:[ \t]+\S.*\n|[ \t]*#.*\n)+)", re.M)
+
+
+def with_candidate(text: str, key: str, domain: str, where: Path) -> str:
+    """``text`` (a params file) with ``key: domain`` added to its block-style ``candidates`` mapping."""
+    block = CANDIDATES_BLOCK.search(text)
+    if block is None:
+        raise ParamsError(f"{where}: no block-style 'candidates:' mapping to add '{key}: {domain}' to; add it by hand")
+    entries = [line for line in block["items"].splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    indent = entries[-1][: len(entries[-1]) - len(entries[-1].lstrip())] if entries else "  "
+    return text[: block.end()] + f"{indent}{key}: {domain}\n" + text[block.end():]
+
+
 def section_for(path: Path, fmt: str, options: dict[str, Any], root: Path) -> dict[str, Any]:
     """The params section: ``data`` with the format, the path (relative to the project when inside it) and
     the given column options."""
@@ -118,13 +131,19 @@ def add_domain(name: str, path: Path, params_file: Path, *, fmt: str | None = No
     if name in raw:
         raise ParamsError(f"{params_file}: a section '{name}' exists already")
     section = section_for(path, fmt or guess_format(path.expanduser()), options, root)
-    params = parse_params({**raw, name: section, "domains": [*raw.get("domains", []), name]}, params_file)
+    modality = domain_class(name, section["data"]["format"]).modality
+    candidate = f"{name}/{DEFAULT_MODEL[modality]['backbone']}"  # its one candidate backbone: nothing to screen
+    listed = "candidates" in raw  # absent: every domain's own backbone is its candidate (the default)
+    extra = {"candidates": {**raw["candidates"], candidate: name}} if listed else {}
+    params = parse_params({**raw, name: section, "domains": [*raw.get("domains", []), name], **extra}, params_file)
     domain = domain_class(name, section["data"]["format"])(params.domain(name))
     assert isinstance(domain, OwnDomain)
     source_path(domain.params.data)
     report = inspect_domain(domain)
     text = params_file.read_text()
     new = with_domain(text, name, params_file)
+    if listed:
+        new = with_candidate(new, candidate, name, params_file)
     new = new.rstrip("\n") + f"\n\n# added by `transferlab add {name} {path}`\n"
     new += yaml.safe_dump({name: params.domain(name).model_dump(mode="json")}, sort_keys=False,
                           default_flow_style=None)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,11 +16,6 @@ from shared.files.atomic import write_safetensors
 
 if TYPE_CHECKING:  # annotations only: importing the backbones pulls in timm and transformers
     from shared.models.base import Classifier
-
-
-def backbone_slug(name: str) -> str:
-    """A file-system-safe key for a backbone name."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "--", name)
 
 
 def cache_key(model_params: Any) -> dict[str, Any]:
@@ -45,20 +39,26 @@ def extract_features(model: Classifier, loader: DataLoader, device: torch.device
 
 
 class FeatureCache:
-    """``<features_dir>/<backbone-slug>/{train,validation,test}.safetensors`` + ``meta.json``."""
+    """``<folder>/{train,validation,test}.safetensors`` + ``meta.json`` (the folder of one candidate backbone,
+    :func:`shared.paths.features_dir`)."""
 
-    def __init__(self, features_dir: Path, model_params: Any) -> None:
-        self.dir = features_dir / backbone_slug(model_params.backbone)
+    def __init__(self, folder: Path, model_params: Any) -> None:
+        self.dir = folder
         self.key = cache_key(model_params)
 
     def path(self, split: str) -> Path:
         """The file of one split."""
         return self.dir / f"{split}.safetensors"
 
-    def write(self, split: str, features: np.ndarray, labels: np.ndarray) -> None:
-        """Store one split."""
+    def write(self, split: str, features: np.ndarray, labels: np.ndarray,
+              source_probs: np.ndarray | None = None) -> None:
+        """Store one split; ``source_probs``: the pretrained model's own class probabilities (its source head,
+        e.g. ImageNet's 1000 classes) of the same items, which LEEP and NCE score."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        write_safetensors(self.path(split), {"features": np.ascontiguousarray(features), "labels": labels})
+        arrays = {"features": np.ascontiguousarray(features), "labels": labels}
+        if source_probs is not None:
+            arrays["source_probs"] = np.ascontiguousarray(source_probs, dtype=np.float32)
+        write_safetensors(self.path(split), arrays)
         (self.dir / "meta.json").write_text(json.dumps(self.key, indent=2))
 
     def read(self, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -68,3 +68,8 @@ class FeatureCache:
             raise FileNotFoundError(f"no features for {self.key} in {self.dir}; run the extract stage")
         arrays = load_file(str(self.path(split)))
         return arrays["features"], arrays["labels"]
+
+    def read_source_probs(self, split: str) -> np.ndarray | None:
+        """The source head's class probabilities of one split, or None when the backbone kept no source head."""
+        self.read(split)  # the same key check
+        return load_file(str(self.path(split))).get("source_probs")

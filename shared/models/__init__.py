@@ -18,7 +18,8 @@ from shared.models.text import TextClassifier, load_tokenizer
 from shared.models.weights import WeightsUnavailableError
 
 __all__ = ["AUX_LOSS_WEIGHTS", "FEATURE_SEED", "Classifier", "ImageClassifier", "TextClassifier",
-           "WeightsUnavailableError", "aux_loss_weight", "build_model", "feature_backbone", "load_tokenizer"]
+           "WeightsUnavailableError", "aux_loss_weight", "build_model", "feature_backbone", "load_tokenizer",
+           "source_classes"]
 
 # Default weight of each auxiliary head's loss: GoogLeNet's paper (0.3) and torchvision's Inception v3 (0.4).
 AUX_LOSS_WEIGHTS: dict[str, float] = {"googlenet": 0.3, "inception_v3": 0.4}
@@ -56,6 +57,20 @@ def feature_backbone(params: ModelParams, modality: str, num_classes: int) -> Cl
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(FEATURE_SEED)
         return build_model(params, modality, num_classes, pretrained=True)
+
+
+def source_classes(params: ModelParams, modality: str) -> int | None:
+    """The number of classes of a pretrained image backbone's own (source) head, e.g. ImageNet's 1000, which
+    :func:`feature_backbone` keeps when built with that many classes; None for text encoders (no source
+    classifier), random-init candidates and timm models without a pretrained classifier."""
+    if modality != "image" or not params.pretrained:
+        return None
+    import timm
+
+    _register_project_models()
+    cfg = timm.models.get_pretrained_cfg(params.backbone)
+    classes = getattr(cfg, "num_classes", None) if cfg is not None else None
+    return int(classes) if classes else None
 
 
 def _register_project_models() -> None:

@@ -41,7 +41,7 @@ class RegimeContext:
         domain: the domain plugin instance (name, modality, task, primary metric, params).
         seed: the run's seed.
         data: the prepared splits, whole.
-        features_dir: the domain's frozen-feature cache folder (``extract``'s output).
+        features_dir: the frozen-feature cache folder of the candidate backbone (``extract``'s output).
         train_indices: rows of the prepared train split this run uses, repeats allowed (``None``: all;
             the sweep passes a labelled subset). Regimes read train through :meth:`train_split` or take
             these rows of the cached train features.

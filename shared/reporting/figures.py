@@ -41,7 +41,7 @@ def bar_chart(rows: list[dict[str, Any]], path: Path) -> Path:
     for ax, domain in zip(axes[0], domains, strict=True):
         sub = [r for r in rows if r["domain"] == domain]
         colors = [WINNER_COLOR if r.get("winner") else OTHER_COLOR for r in sub]
-        ax.bar([r["regime"] for r in sub], [r["primary"] for r in sub], color=colors, yerr=_yerr(sub), capsize=3)
+        ax.bar([r["label"] for r in sub], [r["primary"] for r in sub], color=colors, yerr=_yerr(sub), capsize=3)
         ax.set_title(f"{domain} (test {sub[0]['primary_metric']})")
         ax.set_ylim(0, 1.05)
         ax.tick_params(axis="x", rotation=45)
@@ -72,7 +72,7 @@ def cost_quality_chart(rows: list[dict[str, Any]], path: Path) -> Path:
                 err = [[max(r["primary"] - r["primary_ci_low"], 0)], [max(r["primary_ci_high"] - r["primary"], 0)]]
             color = WINNER_COLOR if r["winner"] else (FRONT_COLOR if r[front_key] else OTHER_COLOR)
             ax.errorbar([x], [r["primary"]], yerr=err, fmt="o", color=color, capsize=3)
-            ax.annotate(r["regime"], (x, r["primary"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+            ax.annotate(r["label"], (x, r["primary"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
         front = sorted((x, r["primary"]) for x, r in shown if r[front_key])
         if front:
             ax.step([p[0] for p in front], [p[1] for p in front], where="post", color=FRONT_COLOR, lw=1,
@@ -80,7 +80,7 @@ def cost_quality_chart(rows: list[dict[str, Any]], path: Path) -> Path:
             ax.legend(loc="lower right", fontsize=8)
         if shown:
             ax.set_xscale("log")
-        missing = [r["regime"] for r in rows if r[cost] is None]
+        missing = [r["label"] for r in rows if r[cost] is None]
         if missing:
             ax.text(0.01, 0.01, f"not applicable: {', '.join(missing)}", transform=ax.transAxes, fontsize=7)
         ax.set_xlabel(label + " (log)")

@@ -41,8 +41,10 @@ def _forever(value: str) -> Iterable[str]:
 
 def html_report(rows: list[dict[str, Any]], figures: Mapping[str, Mapping[str, str]], *,
                 anchors: Mapping[str, Any] | None = None, settings: Mapping[str, str] | None = None,
-                figures_dir: str = "figures", source: str = "") -> str:
-    """``index.html``: self-contained (inline CSS, no scripts); images are relative ``figures/*.png``."""
+                figures_dir: str = "figures", source: str = "",
+                sections: Sequence[tuple[str, list[str], list[str], list[list[str]]]] = ()) -> str:
+    """``index.html``: self-contained (inline CSS, no scripts); images are relative ``figures/*.png``;
+    ``sections`` (title, paragraphs, header, body) follow the domains (the screening's tables)."""
     anchors, settings = anchors or {}, settings or {}
     summary = summarize(rows)
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
@@ -78,6 +80,9 @@ def html_report(rows: list[dict[str, Any]], figures: Mapping[str, Mapping[str, s
                       f"Our rows (green) are this run: {html.escape(settings.get(domain, ''))}.</p>",
                       _table(header, body + ours, [""] * len(body) + ["ours"] * len(ours))]
             parts += [f'<p class="note">{html.escape(n)}</p>' for n in anchor.get("notes", [])]
+    for title, paragraphs, header, body in sections:
+        parts += [f"<h2>{html.escape(title)}</h2>", *[f'<p class="note">{html.escape(t)}</p>' for t in paragraphs],
+                  _table(header, [[c.replace("**", "") for c in cells] for cells in body])]
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 

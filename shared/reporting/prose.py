@@ -17,9 +17,9 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         runner = ranked[1] if len(ranked) > 1 else None
         front = sorted((r for r in sub if r["pareto_time"]), key=lambda r: r["train_seconds"])
         out[domain] = {"dataset": winner["dataset"], "primary_metric": winner["primary_metric"],
-                       "winner": winner["regime"], "runner_up": runner["regime"] if runner else None,
+                       "winner": winner["label"], "runner_up": runner["label"] if runner else None,
                        "lead": runner["vs_winner"] if runner else None,
-                       "cheapest_on_front": front[0]["regime"] if front else None,
+                       "cheapest_on_front": front[0]["label"] if front else None,
                        "recommendation": recommendation(sub)}
     return out
 
@@ -69,40 +69,40 @@ def recommendation(rows: list[dict[str, Any]]) -> str:
     w = ranked[0]
     pm, ds = w["primary_metric"], w["dataset"]
     ci = "" if w["primary_ci_low"] is None else f", 95% CI {_num(w['primary_ci_low'])}-{_num(w['primary_ci_high'])}"
-    parts = [f"On {ds}, {w['regime']} has the highest test {pm}: {_num(w['primary'])}{ci}."]
+    parts = [f"On {ds}, {w['label']} has the highest test {pm}: {_num(w['primary'])}{ci}."]
     use = w
     if len(ranked) > 1:
         r, lead = ranked[1], ranked[1]["vs_winner"]
         if lead["status"] == "tested":
             verdict = ("significant" if lead["significant"] else
                        "not significant, so the two are statistically indistinguishable on these test items")
-            parts.append(f"Its lead over {r['regime']} ({_num(r['primary'])}) is {_signed(lead['diff'])} "
+            parts.append(f"Its lead over {r['label']} ({_num(r['primary'])}) is {_signed(lead['diff'])} "
                          f"(paired bootstrap over {r['n_test']} test items, 95% CI {_signed(lead['ci_low'])} to "
                          f"{_signed(lead['ci_high'])}, p = {lead['p_value']:.3f}): {verdict}.")
             faster = _ratio(w["train_seconds"], r["train_seconds"])
             if not lead["significant"] and faster is not None and faster >= MIN_SPEEDUP:
                 use = r
-                parts.append(f"{r['regime']} trains {faster:.1f}x faster ({_seconds(r['train_seconds'])} vs "
+                parts.append(f"{r['label']} trains {faster:.1f}x faster ({_seconds(r['train_seconds'])} vs "
                              f"{_seconds(w['train_seconds'])}).")
         else:
-            parts.append(f"Its lead over {r['regime']} ({_num(r['primary'])}) is {_signed(lead['diff'])}; "
+            parts.append(f"Its lead over {r['label']} ({_num(r['primary'])}) is {_signed(lead['diff'])}; "
                          f"not tested ({lead['status']}).")
     front = sorted((x for x in rows if x["pareto_time"]), key=lambda x: x["train_seconds"])
     cheap = front[0] if front else None
     if cheap is not None and cheap is not w and cheap is not use:
         saving = _ratio(w["train_seconds"], cheap["train_seconds"])
-        times = f", {saving:.0f}x less than {w['regime']}" if saving is not None and saving >= 1.5 else ""
+        times = f", {saving:.0f}x less than {w['label']}" if saving is not None and saving >= 1.5 else ""
         params = "" if cheap["trainable_params"] is None else \
             f", {_count(cheap['trainable_params'])} trainable parameters"
-        parts.append(f"The cheapest regime on the cost/quality front is {cheap['regime']}: "
+        parts.append(f"The cheapest regime on the cost/quality front is {cheap['label']}: "
                      f"{_seconds(cheap['train_seconds'])} of training{times}{params}, {pm} {_num(cheap['primary'])} "
                      f"({w['primary'] - cheap['primary']:.3f} below the winner).")
     scratch = next((x for x in rows if x["regime"] == "scratch"), None)
     if scratch is not None and w["regime"] != "scratch":
-        parts.append(f"Transfer ({w['regime']}) beats training from scratch by "
+        parts.append(f"Transfer ({w['label']}) beats training from scratch by "
                      f"{_signed(w['primary'] - scratch['primary'])} {pm}.")
-    parts.append(f"Use {use['regime']}" + (" when training cost matters, otherwise "
-                                             f"{w['regime']}." if use is not w else "."))
+    parts.append(f"Use {use['label']}" + (" when training cost matters, otherwise "
+                                             f"{w['label']}." if use is not w else "."))
     return " ".join(parts)
 
 

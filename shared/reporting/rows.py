@@ -1,5 +1,7 @@
-"""Report rows: one JSON-ready row per (domain, regime) from measured metrics and test predictions, ranked
-within its domain by the primary test metric, with paired-bootstrap leads and cost/quality Pareto fronts."""
+"""Report rows: one JSON-ready row per (domain, candidate backbone, regime) from measured metrics and test
+predictions, ranked within its domain by the primary test metric, with paired-bootstrap leads and cost/quality
+Pareto fronts. A row's ``label`` names it in tables and figures: the regime, with the candidate when the domain
+trained more than one."""
 
 from __future__ import annotations
 
@@ -29,7 +31,8 @@ def basic_row(m: Mapping[str, Any]) -> dict[str, Any]:
     """Identity, primary metric (+ its CI when the metrics JSON has one), headline metrics and cost."""
     test, pm = m["test"], m["primary_metric"]
     return {
-        "domain": m["domain"], "regime": m["regime"], "regime_description": m.get("regime_description"),
+        "domain": m["domain"], "candidate": m.get("candidate") or m["backbone"], "regime": m["regime"],
+        "label": m["regime"], "regime_description": m.get("regime_description"),
         "backbone": m["backbone"], "dataset": m["dataset"],
         "task": m.get("task"), "primary_metric": pm, "primary": test[pm],
         "primary_ci_low": test.get(f"{pm}_ci_low"), "primary_ci_high": test.get(f"{pm}_ci_high"),
@@ -37,6 +40,12 @@ def basic_row(m: Mapping[str, Any]) -> dict[str, Any]:
         "total_params": m.get("total_params"), **{k: m.get(k) for k in COLUMNS}, "run_id": m.get("run_id"),
         "model_uri": m.get("model_uri"),
     }
+
+
+def short_name(candidate: str) -> str:
+    """A candidate backbone's name without its hub organisation (``sentence-transformers/all-MiniLM-L6-v2`` ->
+    ``all-MiniLM-L6-v2``), for labels."""
+    return candidate.rpartition("/")[2]
 
 
 def _same_items(a: Predictions, b: Predictions) -> bool:
@@ -75,6 +84,10 @@ def build_rows(inputs: Iterable[tuple[Mapping[str, Any], Predictions | None]], *
         rows.append(basic_row(metrics))
         preds.append(p)
     for domain in dict.fromkeys(r["domain"] for r in rows):
+        same = [r for r in rows if r["domain"] == domain]
+        if len({r["candidate"] for r in same}) > 1:
+            for r in same:
+                r["label"] = f"{r['regime']} ({short_name(r['candidate'])})"
         n_boot = bootstrap if isinstance(bootstrap, int) else int(bootstrap.get(domain, 1000))
         members = [i for i, r in enumerate(rows) if r["domain"] == domain]
         _rank_domain([rows[i] for i in members], [preds[i] for i in members], n_boot, seed)
@@ -104,7 +117,7 @@ def _rank_domain(rows: list[dict[str, Any]], preds: list[Predictions | None], n_
 def _paired(win: dict[str, Any], p_win: Predictions | None, row: dict[str, Any], p_row: Predictions | None,
             n_boot: int, seed: int) -> dict[str, Any]:
     """Winner minus ``row`` on the primary metric, paired over the same test items."""
-    out: dict[str, Any] = {"against": win["regime"], "diff": win["primary"] - row["primary"], "ci_low": None,
+    out: dict[str, Any] = {"against": win["label"], "diff": win["primary"] - row["primary"], "ci_low": None,
                            "ci_high": None, "p_value": None, "significant": None, "resamples": n_boot}
     if p_win is None or p_row is None:
         return {**out, "status": "predictions unavailable"}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +88,7 @@ DOMAIN_HEADER = ("regime", "backbone", "primary [95% CI]", "vs winner [95% CI]",
 
 def _domain_cells(row: Mapping[str, Any]) -> list[str]:
     diff, p, sig = _vs(row)
-    return [row["regime"], row["backbone"], _ci(row), diff, p, sig, _count(row["trainable_params"]),
+    return [row["label"], row["backbone"], _ci(row), diff, p, sig, _count(row["trainable_params"]),
             _seconds(row["train_seconds"]), _amount(row["peak_memory_mb"]),
             _amount(row["train_samples_per_second"]), _front_marks(row)]
 
@@ -105,13 +105,15 @@ def _our_anchor_row(rows: list[dict[str, Any]], metrics: list[str]) -> list[list
     for row in sorted(rows, key=lambda r: r["rank"]):
         values = [_num(row.get(m)) if m in ("accuracy", "auroc", "macro_f1") else "n/a" for m in metrics]
         setting = f"{row.get('regime_description') or row['regime']}, {row['backbone']}"
-        out.append([f"ours: {row['regime']}", setting, *values, "this run"])
+        out.append([f"ours: {row['label']}", setting, *values, "this run"])
     return out
 
 
 def markdown_report(rows: list[dict[str, Any]], anchors: Mapping[str, Any] | None = None,
-                    settings: Mapping[str, str] | None = None, source: str = "") -> str:
-    """``comparison.md``: the flat table, then per domain the paragraph, the ranked table and anchors."""
+                    settings: Mapping[str, str] | None = None, source: str = "",
+                    sections: Sequence[tuple[str, list[str], list[str], list[list[str]]]] = ()) -> str:
+    """``comparison.md``: the flat table, then per domain the paragraph, the ranked table and anchors, then
+    ``sections`` (title, paragraphs, header, body: the screening's predicted vs measured tables)."""
     anchors, settings = anchors or {}, settings or {}
     summary = summarize(rows)
     out = ["# transferlab comparison (test split)", ""]
@@ -132,6 +134,11 @@ def markdown_report(rows: list[dict[str, Any]], anchors: Mapping[str, Any] | Non
                     "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
             out += ["| " + " | ".join(cells) + " |" for cells in body]
             out += [f"- {note}" for note in anchor.get("notes", [])]
+        out.append("")
+    for title, paragraphs, header, body in sections:
+        out += [f"## {title}", "", *[line for text in paragraphs for line in (text, "")],
+                "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        out += ["| " + " | ".join(cells) + " |" for cells in body]
         out.append("")
     return "\n".join(out)
 

@@ -51,7 +51,7 @@ def run_point(domain: Domain[Any], dd: DatasetDict, regime: str, fraction: float
     plugin = get_regime(regime).for_domain(domain.params)
     idx = stratified_indices(np.asarray(dd["train"]["label"], dtype=np.int64), fraction, seed, cfg.min_per_class)
     rows = idx  # what one epoch sees
-    name, pm = domain.name, domain.primary_metric
+    name, pm, backbone = domain.name, domain.primary_metric, domain.params.model.name
     point_tags = {**tags, "regime": regime, "dvc_stage": f"sweep@{name}-{regime}", "sweep": "true",
                   "fraction": str(fraction), "seed": str(seed), "n_train": str(len(idx))}
     with tracked_run(f"{name}-sweep", f"{name}-{regime}-f{fraction:g}-s{seed}", tags=point_tags, nested=True,
@@ -61,9 +61,9 @@ def run_point(domain: Domain[Any], dd: DatasetDict, regime: str, fraction: float
             train = plugin.train_params(domain.params)
             rows = epoch_rows(idx, train.batch_size, train.epochs, cfg.min_steps)
             # resumable checkpoints of a point live apart from the train stage's (and from other points')
-            ckpt = (paths.checkpoint_dir(name, f"sweep-{regime}") / f"f{fraction:g}-s{seed}"
+            ckpt = (paths.checkpoint_dir(name, backbone, f"sweep-{regime}") / f"f{fraction:g}-s{seed}"
                     / settings_digest(domain, cfg))
-        ctx = RegimeContext(domain=domain, seed=seed, data=dd, features_dir=paths.features_dir(name),
+        ctx = RegimeContext(domain=domain, seed=seed, data=dd, features_dir=paths.features_dir(name, backbone),
                             train_indices=rows, checkpoints=ckpt)
         with tempfile.TemporaryDirectory(prefix="sweep-") as tmp:
             preds, info = run_regime(plugin, ctx, Path(tmp))
@@ -97,7 +97,7 @@ def run_sweep(domain: Domain[Any], cfg: SweepParams, out_dir: Path, *, tags: Map
             done = {(p["regime"], p["fraction"], p["seed"]): p for p in previous["points"]}
     dp = domain.params
     report: dict[str, Any] = {
-        "domain": name, "dataset": dp.data.dataset, "backbone": dp.model.backbone,
+        "domain": name, "dataset": dp.data.dataset, "backbone": dp.model.name,
         "primary_metric": pm, "n_train_total": len(dd["train"]), "fractions": sorted(cfg.fractions),
         "regimes": cfg.regimes, "seeds": cfg.seeds, "min_per_class": cfg.min_per_class, "min_steps": cfg.min_steps,
         "settings_digest": digest, "status": "running", "points": [],

@@ -66,7 +66,7 @@ def train_network(regime: NetworkRegime[Any], ctx: RegimeContext, out: Path | No
         return split_batch(batch)
 
     precision = choose_precision(train.precision, device=training_device(), model=network, batch=first_batch,
-                                 key={"backbone": dp.model.backbone, "regime": regime.name,
+                                 key={"backbone": dp.model.name, "regime": regime.name,
                                       "image_size": dp.model.image_size, "max_length": dp.model.max_length,
                                       "batch_size": train.batch_size})
     accelerator = make_accelerator(train, precision=precision.precision)

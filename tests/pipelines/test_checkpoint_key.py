@@ -22,19 +22,20 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root = tmp_path / "project"
     raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     raw = {k: v for k, v in raw.items() if k in ("seed", "vision")}
-    raw.update(domains=["vision"], regimes=["full"])
+    raw.update(domains=["vision"], candidates={"vision/tf_efficientnet_lite0": "vision"}, regimes=["full"])
     (root / "data" / "prepared" / "vision" / "train").mkdir(parents=True)
-    (root / "data" / "features" / "vision").mkdir(parents=True)
+    (root / "data" / "features" / "vision" / "tf_efficientnet_lite0").mkdir(parents=True)
     (root / "params.yaml").write_text(yaml.safe_dump(raw))
     (root / "data" / "prepared" / "vision" / "train" / "data.arrow").write_bytes(bytes(range(256)) * 4)
-    (root / "data" / "features" / "vision" / "train.safetensors").write_bytes(b"\0" * 64)
+    (root / "data" / "features" / "vision" / "tf_efficientnet_lite0" / "train.safetensors").write_bytes(b"\0" * 64)
     monkeypatch.setenv("TRANSFERLAB_ROOT", str(root))
     return root
 
 
 def checkpoint_folder() -> Path:
-    """The train stage's checkpoint folder for train@vision-full of the project."""
-    return train.checkpoint_dir(parse_stage(["--domain", "vision", "--regime", "full"], "", with_regime=True))
+    """The train stage's checkpoint folder for train@vision/tf_efficientnet_lite0-full of the project."""
+    return train.checkpoint_dir(parse_stage(["--domain", "vision", "--regime", "full"], "", with_regime=True,
+                                            with_candidate=True))
 
 
 def test_changed_prepared_data_gets_a_fresh_checkpoint_folder(project: Path) -> None:

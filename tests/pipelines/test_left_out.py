@@ -14,13 +14,14 @@ from pipelines import evaluate, train
 from shared.config import materialize, parse_params
 
 REPO = Path(__file__).resolve().parents[2]
+LITE0 = "tf_efficientnet_lite0"
 
 
 @pytest.fixture()
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty project whose params run frozen and lora, vision leaving lora out."""
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    raw.update(domains=["vision"], regimes=["frozen", "lora"])
+    raw.update(domains=["vision"], candidates={"vision/tf_efficientnet_lite0": "vision"}, regimes=["frozen", "lora"])
     raw["vision"]["regimes"]["lora"] = False
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(materialize(parse_params(raw)), sort_keys=False))
     monkeypatch.setenv("TRANSFERLAB_ROOT", str(tmp_path))
@@ -31,14 +32,14 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_left_out_pair_writes_its_outputs_and_trains_nothing(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = ["--domain", "vision", "--regime", "lora", "--params", str(project / "params.yaml")]
     assert train.main(args) == 0  # no prepared data exists: reading any would fail
-    record = json.loads((project / "models" / "vision" / "lora" / "left_out.json").read_text())
-    assert record == {"domain": "vision", "regime": "lora",
+    record = json.loads((project / "models" / "vision" / LITE0 / "lora" / "left_out.json").read_text())
+    assert record == {"domain": "vision", "backbone": LITE0, "regime": "lora",
                       "left_out": "vision.regimes.lora is false: vision does not run lora"}
-    assert sorted(p.name for p in (project / "models" / "vision" / "lora").iterdir()) == ["left_out.json"]
+    assert sorted(p.name for p in (project / "models" / "vision" / LITE0 / "lora").iterdir()) == ["left_out.json"]
     assert evaluate.main(args) == 0
-    metrics = json.loads((project / "metrics" / "vision" / "lora.json").read_text())
+    metrics = json.loads((project / "metrics" / "vision" / LITE0 / "lora.json").read_text())
     assert metrics["left_out"] == record["left_out"] and "test" not in metrics
-    assert [p.name for p in (project / "plots" / "vision" / "lora").iterdir()] == ["left_out.png"]
+    assert [p.name for p in (project / "plots" / "vision" / LITE0 / "lora").iterdir()] == ["left_out.png"]
     assert not (project / "mlflow.db").exists(), "a left-out pair opened the tracking store"
     out = capsys.readouterr().out
     assert "train: vision.regimes.lora is false" in out and "nothing evaluated" in out
@@ -50,7 +51,7 @@ def test_compare_reads_the_pairs_that_run_only(project: Path) -> None:
 
     with pytest.raises(SystemExit, match="metrics missing for") as info:
         inputs_from_files(load_params(project / "params.yaml"))
-    assert "vision/frozen.json" in str(info.value) and "lora" not in str(info.value)
+    assert f"vision/{LITE0}/frozen.json" in str(info.value) and "lora" not in str(info.value)
 
 
 def test_predict_names_why_a_left_out_regime_has_no_model(project: Path) -> None:
@@ -59,4 +60,4 @@ def test_predict_names_why_a_left_out_regime_has_no_model(project: Path) -> None
     args = ["--domain", "vision", "--regime", "lora", "--params", str(project / "params.yaml")]
     assert evaluate.main(args) == 0
     with pytest.raises(SystemExit, match="no model: vision.regimes.lora is false"):
-        model_uri("vision", None, "lora")
+        model_uri("vision", None, "lora", LITE0)

@@ -128,62 +128,93 @@ def test_train_for_applies_regime_overrides(raw: dict[str, Any]) -> None:
 
 # --- dvc.yaml <-> params.yaml -------------------------------------------------------------------
 
-def substitute(text: str, item: str | dict[str, str]) -> str:
-    """Replace ``${item}`` / ``${item.<key>}`` like DVC's foreach / matrix interpolation."""
+def substitute(text: str, item: str | dict[str, str], key: str = "") -> str:
+    """Replace ``${key}`` / ``${item}`` / ``${item.<key>}`` like DVC's foreach / matrix interpolation."""
     if isinstance(item, dict):
-        for key, value in item.items():
-            text = text.replace(f"${{item.{key}}}", value)
+        for name, value in item.items():
+            text = text.replace(f"${{item.{name}}}", value)
     else:
         text = text.replace("${item}", item)
+    text = text.replace("${key}", key)
     assert "${" not in text, f"unsubstituted variable in {text!r}"
     return text
 
 
-def stage_param_keys() -> list[tuple[str, str]]:
-    """``(stage instance, params key)`` for every expanded stage of dvc.yaml (params.yaml keys only), with
-    ``domains`` taken as every domain that has a section, so enabling one later cannot break DVC."""
-    dvc = yaml.safe_load(DVC_FILE.read_text())
+def every_domain_params() -> dict[str, Any]:
+    """The repository's params.yaml with every domain that has a section in ``domains`` (and a candidate),
+    so enabling one later cannot break DVC."""
     top = yaml.safe_load(PARAMS_FILE.read_text())
     top["domains"] = [key for key in top if key in list_domains()]
-    out: list[tuple[str, str]] = []
+    for domain in top["domains"]:
+        if domain not in top["candidates"].values():
+            top["candidates"][f"{domain}/{top[domain]['model']['backbone']}"] = domain
+    return top
+
+
+def stage_param_keys() -> list[tuple[str, str, str]]:
+    """``(stage instance, params file, key)`` for every expanded stage of dvc.yaml, for every domain with a
+    section (:func:`every_domain_params`)."""
+    dvc = yaml.safe_load(DVC_FILE.read_text())
+    top = every_domain_params()
+    out: list[tuple[str, str, str]] = []
     for name, stage in dvc["stages"].items():
         if "foreach" in stage:
-            assert stage["foreach"] == "${domains}", f"{name}: unexpected foreach {stage['foreach']}"
-            items: list[str | dict[str, str]] = list(top["domains"])
+            assert stage["foreach"] in ("${domains}", "${candidates}"), f"{name}: unexpected foreach"
+            keyed = stage["foreach"] == "${candidates}"
+            items: list[tuple[str, str | dict[str, str]]] = (
+                list(top["candidates"].items()) if keyed else [("", d) for d in top["domains"]])
             body = stage["do"]
         elif "matrix" in stage:
             axes = {k: top[v[2:-1]] for k, v in stage["matrix"].items()}
-            assert list(axes) == ["domain", "regime"], f"{name}: unexpected matrix {stage['matrix']}"
-            items = [{"domain": d, "regime": r} for d in axes["domain"] for r in axes["regime"]]
+            assert list(axes) == ["candidate", "regime"], f"{name}: unexpected matrix {stage['matrix']}"
+            items = [("", {"candidate": c, "regime": r}) for c in axes["candidate"] for r in axes["regime"]]
             body = stage
         else:
-            items, body = [""], stage
-        for item in items:
-            suffix = "-".join(item.values()) if isinstance(item, dict) else item
+            items, body = [("", "")], stage
+        for key, item in items:
+            suffix = key or ("-".join(item.values()) if isinstance(item, dict) else item)
             label = f"{name}@{suffix}" if suffix else name  # DVC's own stage names
             for entry in body.get("params", []):
-                keys = [entry] if isinstance(entry, str) else entry.get("params.yaml", [])
-                out.extend((label, substitute(key, item)) for key in keys)
+                pairs = [("params.yaml", entry)] if isinstance(entry, str) else [
+                    (file, k) for file, keys in entry.items() for k in keys]
+                out.extend((label, substitute(f, item, key), substitute(k, item, key)) for f, k in pairs)
     return out
 
 
 def test_dvc_yaml_lists_params_keys() -> None:
     keys = stage_param_keys()
-    labels = {label for label, _ in keys}
-    assert "train@vision-lora" in labels and "fetch@ehr" in labels
-    assert ("compare", "regimes") in keys
+    labels = {label for label, _, _ in keys}
+    assert "train@vision/tf_efficientnet_lite0-lora" in labels and "fetch@ehr" in labels
+    assert "screen@xray" in labels and "extract@ehr/sentence-transformers/all-MiniLM-L6-v2" in labels
+    assert ("compare", "params.yaml", "regimes") in keys
+    assert ("train@vision/tf_efficientnet_lite0-lora", "data/candidates/vision/tf_efficientnet_lite0.yaml",
+            "regimes.lora") in keys
 
 
-def test_every_params_key_a_stage_lists_exists_in_params_yaml() -> None:
-    # DVC refuses to run a stage whose params key is absent: "Parameters '...' are missing from ..."
+def test_every_params_key_a_stage_lists_exists_in_params_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # DVC refuses to run a stage whose params key is absent: "Parameters '...' are missing from ..."; the
+    # per-candidate files are the ones the check stage writes (pipelines.check.write_candidates)
     from dvc.dependency.param import read_param_file
     from dvc.fs import LocalFileSystem
 
+    from pipelines.check import write_candidates
+
+    monkeypatch.setenv("TRANSFERLAB_ROOT", str(tmp_path))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(every_domain_params()))
+    params = load_params(tmp_path / "params.yaml")
+    for domain in params.domains:
+        (tmp_path / "data" / "sources").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "data" / "sources" / domain).symlink_to(REPO_ROOT / "domains")
+    write_candidates(params)
     keys = stage_param_keys()
-    found = read_param_file(LocalFileSystem(), str(PARAMS_FILE), sorted({k for _, k in keys}), flatten=True)
-    missing = sorted({f"{key} (stage {label})" for label, key in keys if key not in found})
-    assert not missing, f"{len(missing)} params key(s) listed in dvc.yaml are missing from params.yaml " \
-                        f"(write them, even as {{}}): {missing}"
+    missing = []
+    for file in sorted({f for _, f, _ in keys}):
+        wanted = sorted({k for _, f, k in keys if f == file})
+        found = read_param_file(LocalFileSystem(), str(tmp_path / file), wanted, flatten=True)
+        missing += [f"{file}: {k}" for k in wanted if k not in found]
+    assert len({f for _, f, _ in keys}) > 5  # params.yaml and every candidate's file
+    assert not missing, f"{len(missing)} params key(s) listed in dvc.yaml are missing (write them, even as {{}}): " \
+                        f"{missing}"
 
 
 # --- strict values and strict YAML --------------------------------------------------------------
@@ -341,3 +372,37 @@ def test_leaving_out_every_regime_or_naming_an_unknown_one_is_an_error(raw: dict
     assert "nlp.regimes leaves out every regime of regimes ['frozen', 'lora']" in error_of(raw)
     raw["nlp"]["regimes"] = ["frozen", "lorra"]
     assert "nlp.regimes" in error_of(raw) and "unknown regime(s) ['lorra']" in error_of(raw)
+
+
+def test_candidates_name_their_domain_and_cover_every_domain(raw: dict[str, Any]) -> None:
+    params = parse_params(raw)
+    assert params.candidates_of("vision") == ["tf_efficientnet_lite0"]
+    assert params.candidates_of("nlp") == ["sentence-transformers/all-MiniLM-L6-v2"]
+    raw["candidates"]["vision/tf_efficientnet_lite1"] = "nlp"
+    assert "candidates ['vision/tf_efficientnet_lite1: nlp']" in error_of(raw)
+    del raw["candidates"]["vision/tf_efficientnet_lite1"]
+    raw["candidates"]["xray/tf_efficientnet_lite0"] = "xray"  # xray is not in domains
+    assert "'<domain>/<backbone>: <domain>'" in error_of(raw)
+    del raw["candidates"]["xray/tf_efficientnet_lite0"]
+    del raw["candidates"]["nlp/sentence-transformers/all-MiniLM-L6-v2"]
+    assert "domains ['nlp'] have no entry in candidates; add e.g. 'nlp/sentence-transformers/all-MiniLM-L6-v2: nlp'" \
+        in error_of(raw)
+
+
+def test_a_candidate_sets_the_backbone_and_random_init(raw: dict[str, Any]) -> None:
+    raw["candidates"]["vision/tf_efficientnet_lite0+random"] = "vision"
+    params = parse_params(raw)
+    random = params.candidate_params("vision", "tf_efficientnet_lite0+random").model
+    assert (random.backbone, random.pretrained, random.name) == ("tf_efficientnet_lite0", False,
+                                                                 "tf_efficientnet_lite0+random")
+    lite1 = params.candidate_params("vision", "tf_efficientnet_lite1").model
+    assert (lite1.backbone, lite1.pretrained, lite1.image_size) == ("tf_efficientnet_lite1", True, 128)
+    assert params.domain("vision").model.backbone == "tf_efficientnet_lite0"  # the section itself is unchanged
+
+
+@pytest.mark.parametrize(("value", "message"), [(0, "at least 1"), ("some", "'all'"), (True, "")])
+def test_screen_finalists_is_a_positive_count_or_all(raw: dict[str, Any], value: Any, message: str) -> None:
+    raw["vision"]["screen"]["finalists"] = value
+    assert "vision.screen.finalists" in error_of(raw) and message in error_of(raw)
+    raw["vision"]["screen"] = {"select_by": "accuracy"}
+    assert "vision.screen.select_by" in error_of(raw)

@@ -69,6 +69,9 @@ def synthetic_predictions(num_classes: int, quality: float, seed: int, n: int = 
     return Predictions(vp, vl, tp, tl)
 
 
+CANDIDATE = "tf_efficientnet_lite0"  # both domains' one candidate backbone
+
+
 def write_prepared_test(root: Path, domain: str) -> None:
     """The prepared test split (only its label map is read by evaluate)."""
     names = CLASSES[domain]
@@ -82,16 +85,16 @@ def open_run(domain: str, regime: str, params: Any) -> str:
     from shared.tracking import tracked_run
 
     dp = params.domain(domain)
-    tags = {"domain": domain, "regime": regime, "backbone": dp.model.backbone, "dataset": dp.data.dataset,
-            "git_commit": "test", "dvc_stage": f"train@{domain}-{regime}", "dvc_experiment": ""}
-    with tracked_run(domain, f"{domain}-{regime}", tags=tags) as run:
+    tags = {"domain": domain, "regime": regime, "backbone": dp.model.name, "dataset": dp.data.dataset,
+            "git_commit": "test", "dvc_stage": f"train@{domain}/{dp.model.name}-{regime}", "dvc_experiment": ""}
+    with tracked_run(domain, f"{domain}-{dp.model.name}-{regime}", tags=tags) as run:
         return run.info.run_id
 
 
 def write_train_outputs(root: Path, domain: str, regime: str, run_id: str, seed: int) -> Predictions:
     """What train writes: models/<d>/<r>/{predictions.safetensors,run.json}."""
     preds = synthetic_predictions(len(CLASSES[domain]), QUALITY[regime], seed)
-    folder = root / "models" / domain / regime
+    folder = root / "models" / domain / CANDIDATE / regime
     folder.mkdir(parents=True, exist_ok=True)
     preds.save(folder / "predictions.safetensors")
     history = [{"train_loss": 0.9, "val_loss": 0.8}, {"train_loss": 0.6, "val_loss": 0.7}] if regime == "lora" else []
@@ -108,11 +111,11 @@ def write_metrics(root: Path, domain: str, regime: str, run_id: str, preds: Pred
     cls = get_domain(domain)
     result = evaluate_predictions(preds.val_labels, preds.val_probs, preds.test_labels, preds.test_probs,
                                   task=cls.task, class_names=CLASSES[domain], params=dp.evaluate, seed=params.seed)
-    metrics = {"domain": domain, "regime": regime,
+    metrics = {"domain": domain, "candidate": dp.model.name, "regime": regime,
                "backbone": "pixels+logreg" if regime == "baseline" else dp.model.backbone,
                "dataset": dp.data.dataset, "task": cls.task, "primary_metric": cls.primary_metric,
                "class_names": CLASSES[domain], **COST[regime], "run_id": run_id, **result}
-    path = root / "metrics" / domain / f"{regime}.json"
+    path = root / "metrics" / domain / dp.model.name / f"{regime}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(metrics))
 
@@ -225,7 +228,7 @@ def test_compare_builds_the_report(project: Path) -> None:
         assert parent.info.status == "FINISHED" and parent.data.tags["git_commit"]
         assert "dvc_experiment" in parent.data.tags and parent.data.tags["winner"] == "lora"
         for regime in REGIMES:
-            run_id = json.loads((project / "models" / domain / regime / "run.json").read_text())["run_id"]
+            run_id = json.loads((project / "models" / domain / CANDIDATE / regime / "run.json").read_text())["run_id"]
             assert client.get_run(run_id).data.tags["mlflow.parentRunId"] == parent.info.run_id
     assert compare.main(["--params", str(project / "params.yaml")]) == 0
     again = parents()
@@ -237,7 +240,7 @@ def test_compare_names_missing_metrics(project: Path) -> None:
     """A missing metrics file stops compare with its path."""
     from pipelines import compare
 
-    (project / "metrics" / "xray" / "lora.json").unlink()
+    (project / "metrics" / "xray" / CANDIDATE / "lora.json").unlink()
     with pytest.raises(SystemExit, match="lora.json"):
         compare.main(["--params", str(project / "params.yaml")])
 
@@ -255,7 +258,8 @@ def test_pareto_front() -> None:
 def _row(regime: str, rank: int, primary: float, seconds: float, significant: bool | None = None) -> dict[str, Any]:
     vs = None if significant is None else {"status": "tested", "significant": significant, "diff": 0.01,
                                           "ci_low": -0.01, "ci_high": 0.03, "p_value": 0.01 if significant else 0.4}
-    return {"regime": regime, "rank": rank, "primary": primary, "primary_metric": "accuracy", "dataset": "toy",
+    return {"regime": regime, "label": regime, "rank": rank, "primary": primary, "primary_metric": "accuracy",
+            "dataset": "toy",
             "primary_ci_low": primary - 0.02, "primary_ci_high": primary + 0.02, "vs_winner": vs, "n_test": 500,
             "train_seconds": seconds, "pareto_time": False, "trainable_params": 1000}
 
@@ -374,8 +378,8 @@ def test_report_rebuilt_from_tracking_server(tmp_path: Path, monkeypatch: pytest
         assert all((remote / src).is_file() for src in page.images)
         assert "tracking server" in (remote / "comparison.md").read_text()
         for domain in DOMAINS:  # evaluate's learning-curve CSV, only where run.json has a history
-            assert (root / "plots" / domain / "lora" / "history.csv").read_text().startswith("epoch,train_loss")
-            assert not (root / "plots" / domain / "frozen" / "history.csv").exists()
+            assert (root / "plots" / domain / CANDIDATE / "lora" / "history.csv").read_text().startswith("epoch,train_loss")
+            assert not (root / "plots" / domain / CANDIDATE / "frozen" / "history.csv").exists()
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)

@@ -44,10 +44,10 @@ def graph_inputs(file: Path) -> dict[str, tuple[int, list[str | int]]]:
 def test_image_export_cli_and_dynamic_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                             tiny_image_params: ModelParams, image_dd: DatasetDict) -> None:
     monkeypatch.setenv("TRANSFERLAB_ROOT", str(tmp_path))
-    pkg = package(tmp_path / "models" / "tiny" / "full" / PACKAGE, "image", tiny_image_params, image_dd)
+    pkg = package(tmp_path / "models" / "tiny" / "b" / "full" / PACKAGE, "image", tiny_image_params, image_dd)
     image_dd.save_to_disk(str(tmp_path / "data" / "prepared" / "tiny"))
     assert cli.main(["export", "tiny", "--regime", "full", "--format", "onnx"]) == 0
-    onnx_file = tmp_path / "models" / "tiny" / "full" / "model.onnx"
+    onnx_file = tmp_path / "models" / "tiny" / "b" / "full" / "model.onnx"
     report = json.loads((onnx_file.parent / "model.check.json").read_text())
     assert report["n_items"] == len(image_dd["test"]) and report["max_abs_diff"] <= 1e-4
     assert graph_inputs(onnx_file) == {"image": (onnx.TensorProto.UINT8, ["batch", 3, 32, 32])}
@@ -80,7 +80,7 @@ def test_baseline_is_not_exportable(tmp_path: Path, monkeypatch: pytest.MonkeyPa
                                     capsys: pytest.CaptureFixture[str]) -> None:
     from sklearn.linear_model import LogisticRegression
 
-    folder = tmp_path / "models" / "tiny" / "baseline" / PACKAGE
+    folder = tmp_path / "models" / "tiny" / "b" / "baseline" / PACKAGE
     card = ModelCard(domain="tiny", regime="baseline", modality="text", task="binary",
                      class_names=["negative", "positive"], kind="baseline", model={})
     save_baseline({"classifier": LogisticRegression().fit(np.eye(2), [0, 1])}, folder, card)

@@ -25,7 +25,7 @@ def stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_thread: None) -> 
 
     raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     raw = {k: v for k, v in raw.items() if k in ("seed", "vision")}
-    raw.update(domains=["vision"], regimes=["full"])
+    raw.update(domains=["vision"], candidates={"vision/tf_efficientnet_lite0": "vision"}, regimes=["full"])
     raw["vision"]["model"].update(backbone="test_efficientnet", pretrained=False, image_size=32)
     raw["vision"]["train"].update(epochs=1, max_steps_per_epoch=1, batch_size=8, num_workers=0)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
