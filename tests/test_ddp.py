@@ -143,7 +143,8 @@ def test_train_stage_on_two_cpu_processes(projects: dict[str, Path], regime: str
     # outputs written once, by the main process: no staging leftovers, checkpoints cleaned up
     info, preds, weights = read_outputs(root, regime)
     assert info["run_id"] == run.info.run_id and info["processes"] == 2
-    leftovers = [p.name for p in (root / "models" / "vision" / "tf_efficientnet_lite0").iterdir() if p.name.startswith(".")]
+    folder = root / "models" / "vision" / "tf_efficientnet_lite0"
+    leftovers = [p.name for p in folder.iterdir() if p.name.startswith(".")]
     assert leftovers == []
     assert not any((root / "checkpoints" / "vision" / "tf_efficientnet_lite0" / regime).glob("*/ckpt-*"))
 

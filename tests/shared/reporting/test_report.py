@@ -378,7 +378,8 @@ def test_report_rebuilt_from_tracking_server(tmp_path: Path, monkeypatch: pytest
         assert all((remote / src).is_file() for src in page.images)
         assert "tracking server" in (remote / "comparison.md").read_text()
         for domain in DOMAINS:  # evaluate's learning-curve CSV, only where run.json has a history
-            assert (root / "plots" / domain / CANDIDATE / "lora" / "history.csv").read_text().startswith("epoch,train_loss")
+            history = root / "plots" / domain / CANDIDATE / "lora" / "history.csv"
+            assert history.read_text().startswith("epoch,train_loss")
             assert not (root / "plots" / domain / CANDIDATE / "frozen" / "history.csv").exists()
     finally:
         if proc.poll() is None:
