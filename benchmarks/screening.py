@@ -53,18 +53,20 @@ def run(domains: list[str] | None = None, regimes: list[str] | None = None) -> d
     domains, regimes = list(domains or DOMAINS), list(regimes or REGIMES)
     params = study_params(domains, regimes)
     os.environ.setdefault("TRANSFERLAB_MIRROR", str(mirror_dir().resolve()))
-    with tempfile.TemporaryDirectory(prefix="transferlab-screening-") as tmp:
-        project = make_project(Path(tmp), params)
-        t0 = time.perf_counter()
-        output = run_checked(["dvc", "repro"], project, timeout=6 * 3600)
-        seconds = time.perf_counter() - t0
-        (RESULTS_DIR / "screening").mkdir(parents=True, exist_ok=True)
-        shutil.copy2(project / "reports" / "comparison.md", RESULTS_DIR / "screening" / "comparison.md")
-        screening = {d: json.loads((project / "reports" / "screening" / f"{d}.json").read_text()) for d in domains}
-        for domain, record in screening.items():
-            (RESULTS_DIR / "screening" / f"{domain}.json").write_text(json.dumps(record, indent=2) + "\n")
-        agreement = json.loads((project / "reports" / "predicted_vs_measured.json").read_text())
-        rows = json.loads((project / "reports" / "comparison.json").read_text())
+    tmp = Path(tempfile.mkdtemp(prefix="transferlab-screening-"))  # kept when a stage fails, to resume
+    project = make_project(tmp, params)
+    print(f"screening study: dvc repro in {project}", flush=True)
+    t0 = time.perf_counter()
+    output = run_checked(["dvc", "repro"], project, timeout=6 * 3600)
+    seconds = time.perf_counter() - t0
+    (RESULTS_DIR / "screening").mkdir(parents=True, exist_ok=True)
+    shutil.copy2(project / "reports" / "comparison.md", RESULTS_DIR / "screening" / "comparison.md")
+    screening = {d: json.loads((project / "reports" / "screening" / f"{d}.json").read_text()) for d in domains}
+    for domain, record in screening.items():
+        (RESULTS_DIR / "screening" / f"{domain}.json").write_text(json.dumps(record, indent=2) + "\n")
+    agreement = json.loads((project / "reports" / "predicted_vs_measured.json").read_text())
+    rows = json.loads((project / "reports" / "comparison.json").read_text())
+    shutil.rmtree(tmp)
     measured = [{k: r.get(k) for k in ("domain", "candidate", "regime", "primary_metric", "primary", "primary_ci_low",
                                        "primary_ci_high", "train_seconds", "precision")} for r in rows]
     result = {
