@@ -31,7 +31,8 @@ from benchmarks.common import machine_info, portable_path, write_result
 def registered_facts(version: Any) -> dict[str, Any]:
     """Version number, regime, primary metric and its CI of a registered version (from its tags)."""
     metric = version.tags.get("primary_metric")
-    return {"version": version.version, "regime": version.tags.get("regime"), "primary_metric": metric,
+    return {"version": version.version, "candidate": version.tags.get("candidate"),
+            "regime": version.tags.get("regime"), "primary_metric": metric,
             "test": version.tags.get(f"test_{metric}"), "ci95": version.tags.get(f"test_{metric}_ci95")}
 
 
@@ -50,16 +51,18 @@ def domain_result(project: Path, domain: str, regimes: list[str], items: int, ba
     client = MlflowClient(uri)
     name = registered_name(domain)
     aliases = {alias: client.get_model_version_by_alias(name, alias) for alias in (CHAMPION, CHEAPEST)}
+    candidate = aliases[CHAMPION].tags["candidate"]
     sizes = {}
     for regime in regimes:
-        metrics = json.loads((project / "metrics" / domain / f"{regime}.json").read_text())
+        metrics = json.loads((project / "metrics" / domain / candidate / f"{regime}.json").read_text())
         sizes[regime] = {k: metrics.get(k) for k in ("package_bytes", "trainable_bytes", "trainable_params",
                                                      "total_params")}
     champion = aliases[CHAMPION].tags["regime"]
-    card = ModelCard.read(project / "models" / domain / champion / "package")
+    card = ModelCard.read(project / "models" / domain / candidate / champion / "package")
     test = load_from_disk(str(project / "data" / "prepared" / domain / "test"))
     inputs = raw_inputs(test)[:items]
-    expected = Predictions.load(project / "models" / domain / champion / "predictions.safetensors").test_probs
+    expected = Predictions.load(project / "models" / domain / candidate / champion / "predictions.safetensors"
+                                ).test_probs
     columns = probability_columns(card.class_names)
     got: list[list[float]] = []
     seconds: list[float] = []
@@ -110,13 +113,13 @@ def predict_vs_forward(project: Path, domain: str, regime: str, items: int, batc
     from shared.serving.package import NetworkScorer, load_package, raw_inputs
     from shared.serving.predict import predict_items, read_inputs
 
-    folder = project / "models" / domain / regime
+    folder = project / "models" / domain / regime  # regime: <candidate>/<regime>
     scorer = load_package(folder / PACKAGE)
     if not isinstance(scorer, NetworkScorer):
         return {"regime": regime, "skipped": "not a network (the scikit-learn baseline)"}
     card = scorer.card
     inputs = raw_inputs(load_from_disk(str(project / "data" / "prepared" / domain / "test")))[:items]
-    files = tmp / f"{domain}-{regime}"
+    files = tmp / f"{domain}-{regime.replace('/', '--')}"
     files.mkdir()
     if card.modality == "image":  # one file per item, as a user's folder holds them
         for i, data in enumerate(inputs):
@@ -193,9 +196,9 @@ def main(argv: list[str] | None = None) -> int:
         for domain in params["domains"]:
             result = domain_result(project, domain, ran.regimes_of(domain), args.items, args.batch,
                                    Path(tmp) / f"{domain}.log")
-            regimes = dict.fromkeys(v["regime"] for v in result["registered"].values())
-            result["predict_vs_forward"] = [predict_vs_forward(project, domain, r, args.items, args.batch, Path(tmp))
-                                            for r in regimes]
+            runs = dict.fromkeys((v["candidate"], v["regime"]) for v in result["registered"].values())
+            result["predict_vs_forward"] = [predict_vs_forward(project, domain, f"{c}/{r}", args.items, args.batch,
+                                                               Path(tmp)) for c, r in runs]
             out["results"][domain] = result
             print(domain, json.dumps(result["served"]), json.dumps(result["predict_vs_forward"]))
     print(write_result("serving", out))

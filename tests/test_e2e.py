@@ -280,6 +280,11 @@ def expected_stages(candidates: dict[str, str], regimes: list[str]) -> set[str]:
     return expected | {"compare", "check"}
 
 
+def project_candidates(project: Path) -> dict[str, str]:
+    """The ``candidates`` of a project's params.yaml."""
+    return dict(yaml.safe_load((project / "params.yaml").read_text())["candidates"])
+
+
 def default_candidates(domains: list[str] | tuple[str, ...], params: dict[str, Any] | None = None) -> dict[str, str]:
     """One candidate per domain: its section's backbone (own data: the modality's default)."""
     from domains.own import DEFAULT_MODEL
@@ -374,8 +379,7 @@ def start_default_projects(base: Path) -> dict[str, Repro]:
     suite does (43 stage processes that mostly import; the suite's other tests mostly use one core)."""
     main = start_main(base / "main", DEFAULT_REGIMES, screened=True)
     own_dir, sources = own_project(base / "own", list(OWN_DATA), ["frozen"])
-    own = Repro(own_dir, repro_timeout(len(expected_stages(default_candidates(list(OWN_DATA)), ["frozen"]))),
-                sources)
+    own = Repro(own_dir, repro_timeout(len(expected_stages(project_candidates(own_dir), ["frozen"]))), sources)
     return {"main": main, "own": own}
 
 
@@ -418,8 +422,8 @@ def slow_projects(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
     started = {"main": start_main(tmp_path_factory.mktemp("e2e-all"), ALL_REGIMES)}
     own_dir, sources = own_project(tmp_path_factory.mktemp("e2e-own-all"), list(OWN_DATA), ["frozen", "lora"],
                                    narrowed={"notes_parquet": ["frozen"]})
-    started["own"] = Repro(own_dir, repro_timeout(len(expected_stages(default_candidates(list(OWN_DATA)),
-                                                                      ["frozen", "lora"]))), sources)
+    stages = expected_stages(project_candidates(own_dir), ["frozen", "lora"])
+    started["own"] = Repro(own_dir, repro_timeout(len(stages)), sources)
     try:
         yield all_finished(started)
     finally:
@@ -567,10 +571,10 @@ def own_project(tmp_path: Path, names: list[str], regimes: list[str],
 def e2e_own(tmp_path: Path, names: list[str], regimes: list[str], started: Repro | None = None) -> None:
     if started is None:
         project, sources = own_project(tmp_path, names, regimes)
-        started = Repro(project, repro_timeout(len(expected_stages(default_candidates(names), regimes))), sources)
+        started = Repro(project, repro_timeout(len(expected_stages(project_candidates(project), regimes))), sources)
     project, sources = started.project, started.sources
     first = started.wait()
-    assert stages_run(first) == expected_stages(default_candidates(names), regimes)
+    assert stages_run(first) == expected_stages(project_candidates(project), regimes)
     assert all(f"filled in the defaults of {n}: " in first.stdout + first.stderr for n in names)
     params = parse_params(yaml.safe_load((project / "params.yaml").read_text()))
     left_out = {(n, r) for n in names for r in regimes if r not in params.regimes_of(n)}

@@ -25,7 +25,7 @@ from shared.data.domain import link_source
 from shared.files.atomic import atomic_path
 from shared.registry import domain_class, list_domains, section_format
 
-TRACKED = ("data", "model", "train", "evaluate")  # and regimes.<regime>: the keys dvc.yaml's stages list
+TRACKED = ("data", "model", "train", "evaluate", "screen")  # and regimes.<regime>: the keys dvc.yaml's stages list
 
 SUFFIX_FORMAT = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
 DOMAINS_LINE = re.compile(r"^domains:\s*\[(?P<items>[^\]]*)\]\s*(?P<comment>#.*)?$", re.MULTILINE)
@@ -170,7 +170,8 @@ def missing_keys(raw: dict[str, Any], regimes: list[str]) -> list[str]:
 def replace_section(text: str, name: str, section: dict[str, Any], key: str | None = None) -> str:
     """``text`` with its top-level section ``name`` (from ``name:`` to the next line at column 0 that is not
     blank) replaced by ``section`` in YAML; with ``key``, only that key's block inside the section is
-    replaced, by ``section[key]`` (comments inside the replaced block are not kept)."""
+    replaced, by ``section[key]`` (comments inside the replaced block are not kept), or added when the section
+    lacks it."""
     lines = text.splitlines(keepends=True)
     start = next((i for i, line in enumerate(lines) if re.match(rf"{re.escape(name)}\s*:", line)), None)
     if start is None:
@@ -181,8 +182,12 @@ def replace_section(text: str, name: str, section: dict[str, Any], key: str | No
         dumped = yaml.safe_dump({name: section}, sort_keys=False, default_flow_style=None)
         return "".join(lines[:start]) + dumped + "".join(lines[end:])
     sub = next((i for i in range(start + 1, end) if re.match(rf"\s+{re.escape(key)}\s*:", lines[i])), None)
-    if sub is None:
-        raise ParamsError(f"no key '{name}.{key}' to fill in")
+    if sub is None:  # a key the section lacks: added after its last line, indented like its first key
+        last = max((i for i in range(start + 1, end) if lines[i].strip()), default=start)
+        first = next((line for line in lines[start + 1:end] if line.strip()), "  x")
+        indent = len(first) - len(first.lstrip())
+        dumped = f"{key}: " + yaml.safe_dump(section[key], sort_keys=False, default_flow_style=True, width=10**6)
+        return "".join(lines[:last + 1]) + " " * indent + dumped + "".join(lines[last + 1:])
     indent = len(lines[sub]) - len(lines[sub].lstrip())
     sub_end = next((i for i in range(sub + 1, end)
                     if lines[i].strip() and len(lines[i]) - len(lines[i].lstrip()) <= indent), end)
@@ -202,11 +207,19 @@ def fill_sections(params_file: Path, params: ProjectParams) -> list[str]:
     text, filled = params_file.read_text(), []
     for name in params.domains:
         section = raw.get(name) or {}
-        if name in list_domains():  # a plugin's section: only a list of regimes is written out
+        if name in list_domains():  # a plugin's section: a list of regimes written out, a missing screen added
             if isinstance(section.get("regimes"), list):
                 dumped = params.domain(name).model_dump(mode="json", include={"regimes"}, exclude_none=True)
                 text = replace_section(text, name, dumped, key="regimes")
                 filled.append(f"{name}: regimes (a list)")
+            if isinstance(section, dict) and "screen" not in section:
+                screen = params.domain(name).model_dump(mode="json", include={"screen"})
+                header = next(line for line in text.splitlines() if re.match(rf"{re.escape(name)}\s*:", line))
+                inline = re.match(rf"{re.escape(name)}\s*:\s*[^\s#]", header)
+                # a one-line section (`vision: {}`) is written out whole, with its own keys kept
+                text = (replace_section(text, name, {**section, **screen}) if inline
+                        else replace_section(text, name, screen, key="screen"))
+                filled.append(f"{name}: screen")
             continue
         if not section_format(section):
             continue

@@ -36,7 +36,8 @@ def _version_of(client: Any, name: str, source: str) -> Any:
 
 def register(client: Any, row: Mapping[str, Any], tags: Mapping[str, str]) -> Any:
     """The registry version of ``row``'s logged model (``row["model_uri"]``): an existing version with the
-    same source, or a new one, tagged with the row's regime, backbone and primary metric with its CI."""
+    same source, or a new one, tagged with the row's regime, backbone (the model's label, and ``candidate``:
+    the candidate backbone it trained on) and primary metric with its CI."""
     import mlflow
 
     name = registered_name(str(row["domain"]))
@@ -44,7 +45,8 @@ def register(client: Any, row: Mapping[str, Any], tags: Mapping[str, str]) -> An
     if version is None:
         version = mlflow.register_model(str(row["model_uri"]), name)
     ci = (row.get("primary_ci_low"), row.get("primary_ci_high"))
-    for key, value in {"regime": row["regime"], "backbone": row["backbone"], "primary_metric": row["primary_metric"],
+    for key, value in {"regime": row["regime"], "backbone": row["backbone"], "candidate": row.get("candidate", ""),
+                       "primary_metric": row["primary_metric"],
                        f"test_{row['primary_metric']}": f"{row['primary']:.4f}",
                        f"test_{row['primary_metric']}_ci95": "" if None in ci else f"[{ci[0]:.4f}, {ci[1]:.4f}]",
                        "run_id": row.get("run_id") or "", **tags}.items():

@@ -253,9 +253,11 @@ def test_check_fills_in_a_two_line_section_and_leaves_the_rest(tmp_path: Path) -
     head = "# mine\nseed: 0\ndomains: [vision, skin]\nregimes: [frozen, lora]\nvision: {}  # defaults\n"
     params.write_text(head + "skin:\n  data: {format: imagefolder, path: skin}\n# trailing note\n")
     filled = fill_sections(params, load_params(params))
-    assert filled == ["skin: model, train, evaluate, regimes.frozen, regimes.lora"]
+    assert filled == ["vision: screen", "skin: model, train, evaluate, screen, regimes.frozen, regimes.lora"]
     text = params.read_text()
-    assert text.startswith(head) and text.endswith("# trailing note\n")
+    assert text.startswith(head.replace("vision: {}  # defaults\n", "vision:\n  screen:")) and \
+        text.endswith("# trailing note\n")
+    assert yaml.safe_load(text)["vision"] == {"screen": {"finalists": 1, "select_by": "logme", "knn_neighbours": 5}}
     skin = yaml.safe_load(text)["skin"]
     assert skin["data"]["path"] == "skin" and {"frozen", "lora"} <= set(skin["regimes"])
     assert skin["model"]["backbone"] == "tf_efficientnet_lite0"
@@ -276,11 +278,11 @@ def test_check_writes_a_list_of_regimes_out_as_the_mapping_dvc_tracks(tmp_path: 
     vision = "vision:\n  model: {backbone: tf_efficientnet_lite0}  # mine\n  regimes: [frozen]\n\n  evaluate: {}\n"
     head = "seed: 0\ndomains: [vision, skin]\nregimes: [frozen, lora]\n"
     params.write_text(head + vision + "skin:\n  data: {format: imagefolder, path: skin}\n  regimes: [lora]\n")
-    assert fill_sections(params, load_params(params)) == ["vision: regimes (a list)",
-                                                       "skin: model, train, evaluate, regimes (a list)"]
+    assert fill_sections(params, load_params(params)) == ["vision: regimes (a list)", "vision: screen",
+                                                       "skin: model, train, evaluate, screen, regimes (a list)"]
     text = params.read_text()
     assert text.startswith(head + "vision:\n  model: {backbone: tf_efficientnet_lite0}  # mine\n  regimes:\n")
-    assert "\n\n  evaluate: {}\nskin:\n" in text
+    assert "\n\n  evaluate: {}\n  screen: {finalists: 1, select_by: logme, knn_neighbours: 5}\nskin:\n" in text
     raw = yaml.safe_load(text)
     assert raw["vision"]["regimes"]["lora"] is False and raw["vision"]["regimes"]["frozen"]["C_grid"]
     assert raw["skin"]["regimes"]["frozen"] is False and raw["skin"]["regimes"]["lora"]["adapter"]["r"] == 8
