@@ -17,7 +17,6 @@ from typing import Any
 
 from pipelines.common import parse_stage, run_main, staged_output
 from shared import paths
-from shared.data.features import FeatureCache
 from shared.files.atomic import write_json
 from shared.screening.screen import (
     epoch_seconds_estimate,
@@ -48,8 +47,6 @@ def fine_tuning_epoch(params: Any, domain: str, candidate: str, data: Any) -> di
 
 def main(argv: list[str] | None = None) -> int:
     """Run the stage."""
-    from datasets import load_from_disk
-
     stage = parse_stage(argv, __doc__ or "")
     params, name, screen = stage.params, stage.domain.name, stage.dp.screen
     candidates = params.candidates_of(name)
@@ -57,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
                               "finalists_setting": screen.finalists, "primary_metric": stage.domain.primary_metric}
     scores = None
     if len(candidates) > 1:
+        from datasets import load_from_disk
+
+        from shared.data.features import FeatureCache
+
         data = load_from_disk(str(paths.prepared_dir(name)))
         num_classes = data["train"].features["label"].num_classes
         scores, epochs = {}, {}

@@ -10,20 +10,23 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from shared.config import DomainParams, ScreenParams
-from shared.data.features import FeatureCache
-from shared.regimes.probe import ProbeParams, fit_probe
-from shared.screening.estimators import score_all
+
+if TYPE_CHECKING:  # the scoring imports scikit-learn and SciPy; choosing among one candidate needs neither
+    from shared.data.features import FeatureCache
+    from shared.regimes.probe import ProbeParams
 
 Scores = dict[str, dict[str, float]]  # {estimator: {"score": value, "seconds": wall time}}
 
 
 def probe_params(dp: DomainParams) -> ProbeParams:
     """The probe the domain's frozen regime fits (its C grid), or the default one where frozen is left out."""
+    from shared.regimes.probe import ProbeParams
+
     section = dp.regimes.get("frozen")
     return section if isinstance(section, ProbeParams) else ProbeParams()
 
@@ -32,6 +35,9 @@ def score_candidate(cache: FeatureCache, dp: DomainParams, *, metric: str, num_c
                     ) -> Scores:
     """Every applicable estimator on one candidate's train features (kNN and the probe scored on validation;
     LEEP and NCE where the cache holds source-head probabilities), each with its seconds."""
+    from shared.regimes.probe import fit_probe
+    from shared.screening.estimators import score_all
+
     train_x, train_y = cache.read("train")
     val_x, val_y = cache.read("validation")
     source = cache.read_source_probs("train")
