@@ -73,7 +73,9 @@ def run(domains: list[str] | None = None, regimes: list[str] | None = None) -> d
         "settings": {"project": "temporary copy of the tracked files (git ls-files)",
                      "params": "the repository's params.yaml; domains, regimes, candidates and screen overridden",
                      "domains": domains, "regimes": regimes, "candidates": params["candidates"],
-                     "finalists": "all", "cpu": cpu_model(), "mirror": portable_path(os.environ["TRANSFERLAB_MIRROR"])},
+                     "finalists": "all", "cpu": cpu_model(),
+                     "epochs": {d: params[d]["train"]["epochs"] for d in domains},
+                     "mirror": portable_path(os.environ["TRANSFERLAB_MIRROR"])},
         "repro_seconds": seconds,
         "stages": len(RUNNING.findall(output)),
         "screening": screening,
@@ -84,11 +86,71 @@ def run(domains: list[str] | None = None, regimes: list[str] | None = None) -> d
     return result
 
 
+def _short(candidate: str) -> str:
+    return candidate.rpartition("/")[2].replace("tf_efficientnet_", "").replace("all-MiniLM-", "MiniLM-")
+
+
+def summary_markdown(result: dict[str, Any]) -> str:
+    """The README's tables from ``results/screening.json``: per domain, every candidate's scores (with the
+    seconds of all of them beside one measured fine-tuning epoch) and test metric per regime; then every
+    estimator's Kendall tau and top-1 hit per view, misses in bold."""
+    out = []
+    measured = result["measured"]
+    for record in result["agreement"]["domains"]:
+        domain = record["domain"]
+        screen = result["screening"][domain]
+        regimes = list(dict.fromkeys(m["regime"] for m in measured if m["domain"] == domain))
+        estimators = list(screen["estimators"])
+        metric = next(m["primary_metric"] for m in measured if m["domain"] == domain)
+        header = ["candidate", *estimators, *(f"{r} test {metric}" for r in regimes)]
+        out += [f"**{domain}** ({metric})", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for candidate in record["candidates"]:
+            scores = screen["scores"][candidate]
+            cells = [_short(candidate), *(f"{scores[e]['score']:.3f}" if e in scores else "n/a" for e in estimators)]
+            for regime in regimes:
+                row = next(m for m in measured
+                           if (m["domain"], m["candidate"], m["regime"]) == (domain, candidate, regime))
+                cells.append(f"{row['primary']:.3f} [{row['primary_ci_low']:.3f}, {row['primary_ci_high']:.3f}]")
+            out.append("| " + " | ".join(cells) + " |")
+        full = [m for m in measured if m["domain"] == domain and m["regime"] == "full"]
+        epochs = (result["settings"].get("epochs", {}).get(domain)
+                  or study_params([domain], [])[domain]["train"]["epochs"])
+        cost = record["cost"]
+        each = ", ".join(f"{e} {v:.1f} s" for e, v in cost["seconds"].items())
+        line = (f"All scores of all {len(record['candidates'])} candidates: {cost['all_seconds']:.1f} s ({each}); one "
+                f"fine-tuning epoch of every candidate, estimated from timed steps: {cost['epoch_seconds']:.0f} s")
+        if full and epochs:
+            measured_epochs = sum(float(m["train_seconds"]) for m in full) / epochs
+            line += (f"; measured (full regime's train seconds / {epochs} epochs, summed over candidates): "
+                     f"{measured_epochs:.0f} s, so the scores took "
+                     f"{100 * cost['all_seconds'] / measured_epochs:.1f}% of it")
+        out += ["", line + ".", ""]
+        views = list(record["views"])
+        header = ["estimator", *(f"{v}: tau / top-1" for v in views)]
+        out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for estimator in record["views"][views[-1]]:
+            cells = [estimator]
+            for view in views:
+                r = record["views"][view][estimator]
+                tau = "n/a" if r["kendall_tau"] is None else f"{r['kendall_tau']:+.2f}"
+                cells.append(f"{tau} / " + ("hit" if r["top1_hit"] else "**miss**"))
+            out.append("| " + " | ".join(cells) + " |")
+        out.append("")
+    hits = result["agreement"]["top1_hits"]
+    out += ["Top-1 hits across domains (best regime): "
+            + ", ".join(f"{e} {h['top1_hits']}/{h['domains']}" for e, h in hits.items()) + "."]
+    return "\n".join(out)
+
+
 if __name__ == "__main__":
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--domains", nargs="+", default=DOMAINS)
     parser.add_argument("--regimes", nargs="+", default=REGIMES)
+    parser.add_argument("--summary", action="store_true", help="print the README tables of results/screening.json")
     args = parser.parse_args()
-    run(args.domains, args.regimes)
+    if args.summary:
+        print(summary_markdown(json.loads((RESULTS_DIR / "screening.json").read_text())))
+    else:
+        run(args.domains, args.regimes)
