@@ -35,8 +35,9 @@ DOMAINS = ["xray", "dermatology", "ehr"]
 REGIMES = ["frozen", "lora", "full"]
 
 
-def study_params(domains: list[str], regimes: list[str]) -> dict[str, Any]:
-    """The repository's params with the study's domains, regimes, candidates and ``finalists: all``."""
+def study_params(domains: list[str], regimes: list[str], max_steps_per_epoch: int | None = None) -> dict[str, Any]:
+    """The repository's params with the study's domains, regimes, candidates and ``finalists: all``
+    (``max_steps_per_epoch``: each domain's ``train.max_steps_per_epoch``, to fit a time budget)."""
     from shared.registry import get_domain
 
     params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
@@ -45,16 +46,25 @@ def study_params(domains: list[str], regimes: list[str]) -> dict[str, Any]:
         names = TEXT_CANDIDATES if get_domain(domain).modality == "text" else IMAGE_CANDIDATES
         candidates |= {f"{domain}/{name}": domain for name in names}
         params[domain]["screen"] = {"finalists": "all", "select_by": "logme"}
+        if max_steps_per_epoch is not None:
+            params[domain]["train"]["max_steps_per_epoch"] = max_steps_per_epoch
     return {**params, "domains": domains, "regimes": regimes, "candidates": candidates}
 
 
-def run(domains: list[str] | None = None, regimes: list[str] | None = None) -> dict[str, Any]:
-    """Run the study; returns (and writes) ``results/screening.json``."""
+def run(domains: list[str] | None = None, regimes: list[str] | None = None, max_steps_per_epoch: int | None = None,
+        project: Path | None = None) -> dict[str, Any]:
+    """Run the study (``project``: resume the one a stopped run left, with these params); returns (and
+    writes) ``results/screening.json``."""
     domains, regimes = list(domains or DOMAINS), list(regimes or REGIMES)
-    params = study_params(domains, regimes)
+    params = study_params(domains, regimes, max_steps_per_epoch)
     os.environ.setdefault("TRANSFERLAB_MIRROR", str(mirror_dir().resolve()))
-    tmp = Path(tempfile.mkdtemp(prefix="transferlab-screening-"))  # kept when a stage fails, to resume
-    project = make_project(tmp, params)
+    resumed = project is not None  # then repro_seconds is the resumed run's alone
+    if project is None:
+        tmp = Path(tempfile.mkdtemp(prefix="transferlab-screening-"))  # kept when a stage fails, to resume
+        project = make_project(tmp, params)
+    else:
+        tmp = project.parent
+        (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     print(f"screening study: dvc repro in {project}", flush=True)
     t0 = time.perf_counter()
     output = run_checked(["dvc", "repro"], project, timeout=6 * 3600)
@@ -73,7 +83,8 @@ def run(domains: list[str] | None = None, regimes: list[str] | None = None) -> d
         "settings": {"project": "temporary copy of the tracked files (git ls-files)",
                      "params": "the repository's params.yaml; domains, regimes, candidates and screen overridden",
                      "domains": domains, "regimes": regimes, "candidates": params["candidates"],
-                     "finalists": "all", "cpu": cpu_model(),
+                     "finalists": "all", "max_steps_per_epoch": max_steps_per_epoch, "cpu": cpu_model(),
+                     "resumed": resumed,
                      "epochs": {d: params[d]["train"]["epochs"] for d in domains},
                      "mirror": portable_path(os.environ["TRANSFERLAB_MIRROR"])},
         "repro_seconds": seconds,
@@ -148,9 +159,11 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--domains", nargs="+", default=DOMAINS)
     parser.add_argument("--regimes", nargs="+", default=REGIMES)
+    parser.add_argument("--max-steps-per-epoch", type=int, default=None)
+    parser.add_argument("--project", type=Path, default=None, help="resume the project a stopped run left")
     parser.add_argument("--summary", action="store_true", help="print the README tables of results/screening.json")
     args = parser.parse_args()
     if args.summary:
         print(summary_markdown(json.loads((RESULTS_DIR / "screening.json").read_text())))
     else:
-        run(args.domains, args.regimes)
+        run(args.domains, args.regimes, args.max_steps_per_epoch, args.project)
