@@ -52,9 +52,9 @@ def study_params(domains: list[str], regimes: list[str], max_steps_per_epoch: in
 
 
 def run(domains: list[str] | None = None, regimes: list[str] | None = None, max_steps_per_epoch: int | None = None,
-        project: Path | None = None) -> dict[str, Any]:
+        project: Path | None = None, name: str = "screening") -> dict[str, Any]:
     """Run the study (``project``: resume the one a stopped run left, with these params); returns (and
-    writes) ``results/screening.json``."""
+    writes) ``results/<name>.json`` (reports in ``results/<name>/``)."""
     domains, regimes = list(domains or DOMAINS), list(regimes or REGIMES)
     params = study_params(domains, regimes, max_steps_per_epoch)
     os.environ.setdefault("TRANSFERLAB_MIRROR", str(mirror_dir().resolve()))
@@ -69,11 +69,11 @@ def run(domains: list[str] | None = None, regimes: list[str] | None = None, max_
     t0 = time.perf_counter()
     output = run_checked(["dvc", "repro"], project, timeout=6 * 3600)
     seconds = time.perf_counter() - t0
-    (RESULTS_DIR / "screening").mkdir(parents=True, exist_ok=True)
-    shutil.copy2(project / "reports" / "comparison.md", RESULTS_DIR / "screening" / "comparison.md")
+    (RESULTS_DIR / name).mkdir(parents=True, exist_ok=True)
+    shutil.copy2(project / "reports" / "comparison.md", RESULTS_DIR / name / "comparison.md")
     screening = {d: json.loads((project / "reports" / "screening" / f"{d}.json").read_text()) for d in domains}
     for domain, record in screening.items():
-        (RESULTS_DIR / "screening" / f"{domain}.json").write_text(json.dumps(record, indent=2) + "\n")
+        (RESULTS_DIR / name / f"{domain}.json").write_text(json.dumps(record, indent=2) + "\n")
     agreement = json.loads((project / "reports" / "predicted_vs_measured.json").read_text())
     rows = json.loads((project / "reports" / "comparison.json").read_text())
     shutil.rmtree(tmp)
@@ -93,7 +93,7 @@ def run(domains: list[str] | None = None, regimes: list[str] | None = None, max_
         "measured": measured,
         "agreement": agreement,
     }
-    write_result("screening", result)
+    write_result(name, result)
     return result
 
 
@@ -105,9 +105,14 @@ def summary_markdown(result: dict[str, Any]) -> str:
     """The README's tables from ``results/screening.json``: per domain, every candidate's scores (with the
     seconds of all of them beside one measured fine-tuning epoch) and test metric per regime; then every
     estimator's Kendall tau and top-1 hit per view, misses in bold."""
+    from shared.screening.agreement import domain_agreement, hit_table
+
     out = []
     measured = result["measured"]
-    for record in result["agreement"]["domains"]:
+    # recomputed from the stored scores and measured rows (as compare does), so the tables follow the code
+    records = [r for d in result["settings"]["domains"] if (r := domain_agreement(
+        result["screening"][d], [m for m in measured if m["domain"] == d])) is not None]
+    for record in records:
         domain = record["domain"]
         screen = result["screening"][domain]
         regimes = list(dict.fromkeys(m["regime"] for m in measured if m["domain"] == domain))
@@ -140,14 +145,14 @@ def summary_markdown(result: dict[str, Any]) -> str:
         header = ["estimator", *(f"{v}: tau / top-1" for v in views)]
         out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for estimator in record["views"][views[-1]]:
-            cells = [estimator]
+            cells = [estimator + (" (pretrained only)" if estimator in record.get("compared_on", {}) else "")]
             for view in views:
                 r = record["views"][view][estimator]
                 tau = "n/a" if r["kendall_tau"] is None else f"{r['kendall_tau']:+.2f}"
                 cells.append(f"{tau} / " + ("hit" if r["top1_hit"] else "**miss**"))
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
-    hits = result["agreement"]["top1_hits"]
+    hits = hit_table(records)
     out += ["Top-1 hits across domains (best regime): "
             + ", ".join(f"{e} {h['top1_hits']}/{h['domains']}" for e, h in hits.items()) + "."]
     return "\n".join(out)
@@ -161,9 +166,10 @@ if __name__ == "__main__":
     parser.add_argument("--regimes", nargs="+", default=REGIMES)
     parser.add_argument("--max-steps-per-epoch", type=int, default=None)
     parser.add_argument("--project", type=Path, default=None, help="resume the project a stopped run left")
-    parser.add_argument("--summary", action="store_true", help="print the README tables of results/screening.json")
+    parser.add_argument("--name", default="screening", help="results/<name>.json (default: screening)")
+    parser.add_argument("--summary", action="store_true", help="print the README tables of results/<name>.json")
     args = parser.parse_args()
     if args.summary:
-        print(summary_markdown(json.loads((RESULTS_DIR / "screening.json").read_text())))
+        print(summary_markdown(json.loads((RESULTS_DIR / f"{args.name}.json").read_text())))
     else:
-        run(args.domains, args.regimes, args.max_steps_per_epoch, args.project)
+        run(args.domains, args.regimes, args.max_steps_per_epoch, args.project, args.name)

@@ -66,16 +66,19 @@ def domain_agreement(screening: Mapping[str, Any], rows: Sequence[Mapping[str, A
     if len(trained) < 2:
         return None
     rows = [r for r in rows if r["candidate"] in trained]
-    estimators = [e for e in screening.get("estimators", {}) if all(e in scores[c] for c in trained)]
+    # an estimator some candidates lack (LEEP/NCE: no source head) is compared on those that have it
+    having = {e: [c for c in trained if e in scores[c]] for e in dict.fromkeys(e for c in trained for e in scores[c])}
+    estimators = [e for e, names in having.items() if len(names) >= 2]
     views: dict[str, Any] = {}
     for regime in [*dict.fromkeys(r["regime"] for r in rows), BEST]:
         measured = measured_scores(rows, None if regime == BEST else regime)
         if len(measured) < 2:
             continue
-        views[regime] = {e: compare_ranking({c: scores[c][e]["score"] for c in trained}, measured)
+        views[regime] = {e: compare_ranking({c: scores[c][e]["score"] for c in having[e]}, measured)
                          for e in estimators}
     record: dict[str, Any] = {"domain": screening["domain"], "candidates": trained, "views": views,
-                              "not_compared": sorted({e for c in trained for e in scores[c]} - set(estimators)),
+                              "compared_on": {e: having[e] for e in estimators if having[e] != trained},
+                              "not_compared": sorted(set(having) - set(estimators)),
                               "cost": _cost(screening, trained, estimators)}
     if set(trained) == set(screening.get("candidates", [])):
         record["what_screening_saves"] = _savings(scores, rows, trained, estimators)
@@ -87,7 +90,7 @@ def _cost(screening: Mapping[str, Any], trained: list[str], estimators: list[str
     epoch of each (summed: the screening scores every candidate once, training fine-tunes every one)."""
     scores, epochs = screening["scores"], screening.get("fine_tuning_epoch", {})
     epoch = sum(float(epochs[c]["epoch_seconds"]) for c in trained if c in epochs) if epochs else None
-    per = {e: sum(float(scores[c][e]["seconds"]) for c in trained) for e in estimators}
+    per = {e: sum(float(scores[c][e]["seconds"]) for c in trained if e in scores[c]) for e in estimators}
     total = sum(per.values())
     return {"seconds": per, "all_seconds": total, "epoch_seconds": epoch,
             "all_vs_epoch": None if not epoch else total / epoch}
@@ -100,7 +103,8 @@ def _savings(scores: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], train
     seconds = {c: sum(float(r.get("train_seconds") or 0.0) for r in rows if r["candidate"] == c) for c in trained}
     out = {}
     for e in estimators:
-        pick = max(trained, key=lambda c: (scores[c][e]["score"], -trained.index(c)))
+        names = [c for c in trained if e in scores[c]]  # its pick among the candidates it can score
+        pick = max(names, key=lambda c: (scores[c][e]["score"], -trained.index(c)))
         out[e] = {"pick": pick, "saved_seconds": sum(v for c, v in seconds.items() if c != pick),
                   "all_seconds": sum(seconds.values()), "lost": winner - best[pick]}
     return out
@@ -136,10 +140,11 @@ def report_sections(records: Sequence[Mapping[str, Any]]) -> list[Section]:
                 for view, results in record["views"].items() for e, r in results.items()]
         cost = record["cost"]
         notes = [f"Candidates trained: {', '.join(record['candidates'])}. Misses are marked **no**."]
+        for e, names in record.get("compared_on", {}).items():
+            notes.append(f"{e} ranks only {', '.join(names)} (LEEP and NCE need the pretrained source classifier, "
+                         "which text encoders and random-init candidates lack); its top-1 is judged among them.")
         if record.get("not_compared"):
-            notes.append(f"Not compared: {', '.join(record['not_compared'])} (no score for every trained candidate: "
-                         "LEEP and NCE need the pretrained source classifier, which text encoders and random-init "
-                         "candidates lack).")
+            notes.append(f"Not compared (fewer than two candidates scored): {', '.join(record['not_compared'])}.")
         if cost.get("all_vs_epoch") is not None:
             notes.append(f"Every score together took {cost['all_seconds']:.1f} s, "
                          f"{100 * cost['all_vs_epoch']:.1f}% of one estimated fine-tuning epoch of every "

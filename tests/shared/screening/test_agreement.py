@@ -77,3 +77,18 @@ def test_no_record_without_two_trained_candidates_and_no_savings_when_some_were_
     record = domain_agreement(screening(scores), [row("a", "full", 0.9), row("b", "full", 0.95)])
     assert record is not None and record["candidates"] == ["a", "b"]
     assert "what_screening_saves" not in record  # c was screened out: its training time is unknown
+
+
+def test_an_estimator_some_candidates_lack_is_compared_on_those_that_have_it() -> None:
+    scores = {"a": {"logme": 1.0, "leep": -0.5}, "b": {"logme": 2.0, "leep": -0.2}, "random": {"logme": 3.0}}
+    rows = [row("a", "full", 0.7), row("b", "full", 0.9), row("random", "full", 0.5)]
+    record = domain_agreement(screening(scores), rows)
+    assert record is not None and record["compared_on"] == {"leep": ["a", "b"]} and record["not_compared"] == []
+    leep = record["views"]["full"]["leep"]
+    assert leep["predicted"] == ["b", "a"] and leep["kendall_tau"] == pytest.approx(1.0) and leep["top1_hit"]
+    assert record["views"]["full"]["logme"]["top1_hit"] is False  # it picked the random init
+    assert record["what_screening_saves"]["leep"]["pick"] == "b"
+    assert record["what_screening_saves"]["logme"]["lost"] == pytest.approx(0.4)
+    one = domain_agreement(screening({"a": {"logme": 1.0, "leep": -0.5}, "r": {"logme": 2.0}}),
+                           [row("a", "full", 0.7), row("r", "full", 0.5)])
+    assert one is not None and one["not_compared"] == ["leep"]
