@@ -116,7 +116,7 @@ def summary_markdown(result: dict[str, Any]) -> str:
         domain = record["domain"]
         screen = result["screening"][domain]
         regimes = list(dict.fromkeys(m["regime"] for m in measured if m["domain"] == domain))
-        estimators = list(screen["estimators"])
+        estimators = list(dict.fromkeys(e for c in record["candidates"] for e in screen["scores"][c]))
         metric = next(m["primary_metric"] for m in measured if m["domain"] == domain)
         header = ["candidate", *estimators, *(f"{r} test {metric}" for r in regimes)]
         out += [f"**{domain}** ({metric})", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
