@@ -25,7 +25,7 @@ from domains.own.add import fill_sections
 from pipelines.common import reconcile_tracking, run_main
 from shared import paths
 from shared.config import ParamsError, ProjectParams, load_params
-from shared.data.domain import link_source
+from shared.data.domain import link_source, point_link
 from shared.files.atomic import atomic_path
 
 
@@ -49,12 +49,7 @@ def write_candidates(params: ProjectParams) -> list[Path]:
             with atomic_path(file) as tmp:
                 tmp.write_text(text)
             written.append(file)
-        target = paths.source_link(domain).resolve()
-        if not (link.is_symlink() and Path(os.readlink(link)) == target):
-            tmp_link = link.with_name(f".{link.name}.link-{os.getpid()}")
-            tmp_link.unlink(missing_ok=True)
-            os.symlink(target, tmp_link)
-            os.replace(tmp_link, link)
+        point_link(link, paths.source_link(domain).resolve())
     for top, dirs, files in os.walk(paths.root() / "data" / "candidates", topdown=False):  # links not followed
         for entry in [*files, *dirs]:
             path = Path(top) / entry

@@ -74,7 +74,11 @@ def link_source(domain: Domain[Any]) -> Path:
     """Point ``data/sources/<name>`` (:func:`shared.paths.source_link`, a dependency of every stage of the
     domain in ``dvc.yaml``) at :meth:`Domain.source`; an up-to-date link is left alone. The ``check``
     stage, which runs first in every ``dvc repro``, calls it for every domain of the run."""
-    link, target = paths.source_link(domain.name), domain.source()
+    return point_link(paths.source_link(domain.name), domain.source())
+
+
+def point_link(link: Path, target: Path) -> Path:
+    """Make ``link`` a symlink to ``target``, atomically; an up-to-date link is left alone."""
     if link.is_symlink() and Path(os.readlink(link)) == target:
         return link
     link.parent.mkdir(parents=True, exist_ok=True)
