@@ -22,9 +22,11 @@ from shared.serving.mlflow_model import log_package
 from shared.serving.package import folder_bytes, raw_inputs
 from shared.tracking import log_metrics, tracked_run
 
+# the precision choices (shared/training/precision.py) of training, of the scoring forward ("eval_") and,
+# for a probe on cached features, of the extraction ("extract_")
+PRECISION_KEYS = ("precision", "precision_reason", "precision_fp32_step_seconds", "precision_bf16_step_seconds")
 SUMMARY_KEYS = ("trainable_params", "total_params", "train_seconds", "peak_memory_mb", "train_samples_per_second",
-                "precision", "precision_reason", "precision_fp32_step_seconds", "precision_bf16_step_seconds",
-                "scoring_precision")
+                *(f"{phase}{k}" for phase in ("", "eval_", "extract_") for k in PRECISION_KEYS))
 
 
 def scalar_metrics(split: str, metrics: dict[str, Any]) -> dict[str, float]:
@@ -94,9 +96,8 @@ def main(argv: list[str] | None = None) -> int:
             log_metrics({**scalar_metrics("test", result["test"]), **scalar_metrics("val", result["validation"]),
                          **{k: float(info[k]) for k in SUMMARY_KEYS
                             if isinstance(info.get(k), (int, float)) and not isinstance(info.get(k), bool)}})
-            if info.get("precision"):  # which precision trained it, and why (shared/training/precision.py)
-                mlflow.set_tags({"precision": info["precision"], "precision_reason": info.get("precision_reason", ""),
-                                 "scoring_precision": info.get("scoring_precision", info["precision"])})
+            mlflow.set_tags({k: info[k] for k in SUMMARY_KEYS  # which precision ran each phase, and why
+                             if k.endswith(("precision", "precision_reason")) and info.get(k)})
             mlflow.set_tag("mlflow.runName", run_label(metrics))  # what the runs table shows without setup
             mlflow.log_artifact(str(metrics_file))
             mlflow.log_artifact(str(model_dir / "predictions.safetensors"), artifact_path="predictions")

@@ -1,7 +1,9 @@
 """Stage ``extract@DOMAIN/CANDIDATE``: pooled features of one frozen candidate backbone for every split,
 cached as safetensors in ``data/features/<domain>/<candidate>`` (the frozen probe, lp_ft and the screening
 read them). A pretrained image backbone keeps its source head (timm's ImageNet classifier), whose class
-probabilities are stored beside the features for the screening's LEEP and NCE."""
+probabilities are stored beside the features for the screening's LEEP and NCE. The forward passes run in
+``model.extract_precision`` (``auto``: timed on the first train batch, :mod:`shared.training.precision`);
+the choice and its timings are in ``extraction.json`` beside the features."""
 
 from __future__ import annotations
 
@@ -14,10 +16,11 @@ from pipelines.common import parse_stage, run_main, staged_output
 from shared import paths
 from shared.data.domain import SPLITS
 from shared.data.features import FeatureCache, extract_features
-from shared.data.loaders import make_dataset, make_loader
+from shared.data.loaders import make_dataset, make_loader, split_batch
 from shared.files.atomic import write_json
 from shared.files.imports import digest_files
 from shared.models import feature_backbone, load_tokenizer, source_classes
+from shared.training.precision import choose_precision, forward_seconds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,15 +33,25 @@ def main(argv: list[str] | None = None) -> int:
     source = source_classes(model_params, domain.modality)
     model = feature_backbone(model_params, domain.modality, source or num_classes).to(device)
     tokenizer = load_tokenizer(model_params) if domain.modality == "text" else None
+    loaders = {split: make_loader(make_dataset(dd[split], model, tokenizer=tokenizer,
+                                               max_length=model_params.max_length, sort_by_length=True),
+                                  model_params.extract_batch_size, tokenizer=tokenizer) for split in SPLITS}
+    model.eval()
+    precision = choose_precision(
+        model_params.extract_precision, device=device, model=model.features,
+        batch=lambda: split_batch(next(iter(loaders["train"]))),
+        key={"phase": "extract", "backbone": model_params.name, "image_size": model_params.image_size,
+             "max_length": model_params.max_length, "batch_size": model_params.extract_batch_size},
+        timer=forward_seconds)
+    print(f"extract {domain.name}/{stage.candidate}: {precision.precision} ({precision.reason})")
+    record: dict[str, object] = precision.record()
     with staged_output(paths.features_dir(domain.name, stage.candidate)) as tmp:
         cache = FeatureCache(tmp, model_params)
-        for split in SPLITS:
-            dataset = make_dataset(dd[split], model, tokenizer=tokenizer, max_length=model_params.max_length,
-                                   sort_by_length=True)
-            loader = make_loader(dataset, model_params.extract_batch_size, tokenizer=tokenizer)
+        for split, loader in loaders.items():
             t0 = time.perf_counter()
-            features, labels = extract_features(model, loader, device)
+            features, labels = extract_features(model, loader, device, precision.precision)
             seconds = time.perf_counter() - t0
+            record[f"{split}_items_per_second"] = len(labels) / seconds
             probs = None
             if source:  # the source head on the pooled features is the pretrained model's own prediction
                 with torch.no_grad():
@@ -47,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             cache.write(split, features, labels, probs)
             print(f"extract {domain.name}/{stage.candidate}/{split}: {features.shape} at "
                   f"{len(labels) / seconds:.1f} items/s")
+        cache.write_extraction(record)
         # what the features came from: the train and evaluate stages depend on this folder, not on the
         # prepared data (dvc.yaml cannot name the candidate's domain there), so any change to it shows here
         write_json(tmp / "prepared.json", {"sha256": digest_files([paths.prepared_dir(domain.name)], paths.root())})

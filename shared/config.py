@@ -79,6 +79,8 @@ class ModelParams(Strict):
     image_size: StrictInt | None = Field(default=None, ge=8, le=1024)
     max_length: StrictInt | None = Field(default=None, ge=8, le=4096)
     extract_batch_size: StrictInt = Field(default=128, ge=1)
+    # the precision of the extract stage's forward passes, as train.precision (auto: timed forward passes)
+    extract_precision: Literal["auto", "fp32", "bf16"] = "auto"
 
     @property
     def name(self) -> str:
@@ -133,6 +135,9 @@ class TrainParams(Strict):
     # fp32 | bf16 autocast | auto: bf16 on CUDA; on a CPU with bf16 units (AMX / AVX512-BF16) a few steps are
     # timed in each and bf16 kept only when >= 1.15x faster (cached; shared/training/precision.py); else fp32
     precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # the precision of the validation / test scoring forward (the served package's precision), chosen alike
+    # from timed forward passes; on CUDA auto is bf16
+    eval_precision: Literal["auto", "fp32", "bf16"] = "auto"
     channels_last: bool | None = None
     compile: bool = False
     num_workers: StrictInt = Field(default=0, ge=0)

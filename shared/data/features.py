@@ -21,18 +21,25 @@ if TYPE_CHECKING:  # annotations only: importing the backbones pulls in timm and
 def cache_key(model_params: Any) -> dict[str, Any]:
     """What the cached features depend on (stored beside them and checked on read)."""
     return {k: getattr(model_params, k) for k in ("backbone", "pretrained", "weights_file", "image_size",
-                                                 "max_length")}
+                                                 "max_length", "extract_precision")}
+
+
+EXTRACTION = "extraction.json"
 
 
 @torch.no_grad()
-def extract_features(model: Classifier, loader: DataLoader, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """Pooled features (N, F) float32 and labels (N,) over ``loader`` (in the split's order), eval mode."""
+def extract_features(model: Classifier, loader: DataLoader, device: torch.device, precision: str = "fp32"
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Pooled features (N, F) float32 and labels (N,) over ``loader`` (in the split's order), eval mode; the
+    backbone runs in bf16 autocast when ``precision`` is ``bf16`` (the features are stored in float32)."""
     model.eval()
     feats, labels = [], []
     for batch in loader:
         inputs, y = split_batch(batch)
         inputs = {k: v.to(device) for k, v in inputs.items()} if isinstance(inputs, dict) else inputs.to(device)
-        feats.append(model.features(inputs).float().cpu().numpy())
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            pooled = model.features(inputs)
+        feats.append(pooled.float().cpu().numpy())
         labels.append(y.numpy())
     features, targets = in_split_order(loader.dataset, np.concatenate(feats), np.concatenate(labels))
     return features, targets.astype(np.int64)
@@ -60,6 +67,16 @@ class FeatureCache:
             arrays["source_probs"] = np.ascontiguousarray(source_probs, dtype=np.float32)
         write_safetensors(self.path(split), arrays)
         (self.dir / "meta.json").write_text(json.dumps(self.key, indent=2))
+
+    def write_extraction(self, record: dict[str, Any]) -> None:
+        """How the features were extracted (the precision choice and its timings, items per second)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / EXTRACTION).write_text(json.dumps(record, indent=2))
+
+    def extraction(self) -> dict[str, Any]:
+        """What :meth:`write_extraction` stored (empty for a cache written without it)."""
+        path = self.dir / EXTRACTION
+        return json.loads(path.read_text()) if path.is_file() else {}
 
     def read(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         """Load one split; a cache made for other model settings is an error, not a silent reuse."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -17,9 +18,10 @@ from shared.registry import register_regime
 from shared.training.loop import peak_memory_mb
 
 
-def save_probe_network(ctx: RegimeContext, coef: np.ndarray, intercept: np.ndarray, folder: Path) -> None:
-    """The package of a probe: the domain's pretrained backbone (as ``extract`` ran it) with the probe's
-    raw-space weights in its head, so its softmax is the probe's probabilities."""
+def save_probe_network(ctx: RegimeContext, coef: np.ndarray, intercept: np.ndarray, folder: Path,
+                       precision: str = "fp32") -> None:
+    """The package of a probe: the domain's pretrained backbone (as ``extract`` ran it, in ``precision``) with
+    the probe's raw-space weights in its head, so its softmax is the probe's probabilities."""
     from shared.models import feature_backbone, load_tokenizer
     from shared.regimes.finetune import init_head_from_probe
     from shared.serving.package import save_network
@@ -28,7 +30,7 @@ def save_probe_network(ctx: RegimeContext, coef: np.ndarray, intercept: np.ndarr
     dp = ctx.params
     model = feature_backbone(dp.model, ctx.domain.modality, ctx.data["train"].features["label"].num_classes)
     init_head_from_probe(model.head, coef, intercept)
-    save_network(model, folder, ctx.card,
+    save_network(model, folder, replace(ctx.card, precision=precision),
                  tokenizer=load_tokenizer(dp.model) if ctx.domain.modality == "text" else None)
 
 
@@ -53,9 +55,10 @@ class Frozen(FittedRegime[ProbeParams]):
                                                         "bias": np.ascontiguousarray(intercept, dtype=np.float32)})
         preds = Predictions(probe.predict_proba(x_val), y_val, probe.predict_proba(x_test), y_test)
         if ctx.card is not None:  # servable: the pretrained backbone with the probe as its Linear head
-            save_probe_network(ctx, coef, intercept, out / PACKAGE)
+            save_probe_network(ctx, coef, intercept, out / PACKAGE, cache.extraction().get("precision", "fp32"))
         trainable = int(coef.size + intercept.size)
-        return preds, {"trainable_params": trainable, "total_params": trainable, "probe_C": probe.C,
+        extraction = {f"extract_{k}": v for k, v in cache.extraction().items() if k.startswith("precision")}
+        return preds, {**extraction, "trainable_params": trainable, "total_params": trainable, "probe_C": probe.C,
                        "val_score": probe.val_score, "train_seconds": seconds,
                        "train_samples_per_second": n_train * len(self.params.C_grid) / seconds,
                        "peak_memory_mb": peak_memory_mb(torch.device("cpu"))}

@@ -38,8 +38,16 @@ def basic_row(m: Mapping[str, Any]) -> dict[str, Any]:
         "primary_ci_low": test.get(f"{pm}_ci_low"), "primary_ci_high": test.get(f"{pm}_ci_high"),
         "accuracy": test["accuracy"], "macro_f1": test["macro_f1"], "auroc": test["auroc"],
         "total_params": m.get("total_params"), **{k: m.get(k) for k in COLUMNS}, "run_id": m.get("run_id"),
-        "model_uri": m.get("model_uri"),
+        "model_uri": m.get("model_uri"), "precision": precision_label(m),
     }
+
+
+def precision_label(m: Mapping[str, Any]) -> str | None:
+    """Which precision each phase of a run used (``train bf16, eval fp32``; a probe: ``extract bf16``), from
+    its metrics JSON; None for a run with no network forward (the classical baseline)."""
+    phases = (("extract", "extract_precision"), ("train", "precision"), ("eval", "eval_precision"))
+    label = ", ".join(f"{name} {m[key]}" for name, key in phases if m.get(key))
+    return label or None
 
 
 def short_name(candidate: str) -> str:

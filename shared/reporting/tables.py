@@ -83,14 +83,15 @@ def _front_marks(row: Mapping[str, Any]) -> str:
 
 
 DOMAIN_HEADER = ("regime", "backbone", "primary [95% CI]", "vs winner [95% CI]", "p", "significant",
-                 "trainable params", "train time", "peak memory (MB)", "throughput (samples/s)", "Pareto front")
+                 "trainable params", "train time", "peak memory (MB)", "throughput (samples/s)", "precision",
+                 "Pareto front")
 
 
 def _domain_cells(row: Mapping[str, Any]) -> list[str]:
     diff, p, sig = _vs(row)
     return [row["label"], row["backbone"], _ci(row), diff, p, sig, _count(row["trainable_params"]),
             _seconds(row["train_seconds"]), _amount(row["peak_memory_mb"]),
-            _amount(row["train_samples_per_second"]), _front_marks(row)]
+            _amount(row["train_samples_per_second"]), row.get("precision") or "—", _front_marks(row)]
 
 
 def _anchor_rows(anchor: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:

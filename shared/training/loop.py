@@ -23,7 +23,6 @@ import os
 import resource
 import time
 from collections.abc import Sequence
-from contextlib import nullcontext
 from typing import Any, cast
 
 import numpy as np
@@ -42,7 +41,7 @@ from shared.evaluation.metrics import selection_score
 from shared.regimes.base import Penalty
 from shared.regimes.finetune import set_train_mode
 from shared.training.callbacks import Callback, EarlyStopping, Epoch, FitResult, KeepBest, LoopState, state_copy
-from shared.training.precision import Precision
+from shared.training.precision import Precision, autocast
 
 
 class DivergenceError(RuntimeError):
@@ -217,16 +216,17 @@ def _to_device(inputs: Any, device: torch.device) -> Any:
 
 @torch.no_grad()
 def predict(model: nn.Module, loader: DataLoader, accelerator: Accelerator, channels_last: bool = False,
-            autocast: bool = True) -> tuple[np.ndarray, np.ndarray, float]:
+            precision: Precision | None = None) -> tuple[np.ndarray, np.ndarray, float]:
     """Softmax probabilities, labels (in the split's order) and mean loss over ``loader`` (gathered across
-    processes); in the accelerator's mixed precision unless ``autocast`` is false (then fp32)."""
+    processes); in the accelerator's mixed precision, or in ``precision`` when given (``model`` then must not
+    be a prepared model with accelerate's autocast wrapper around its forward)."""
     model.eval()
     probs, labels, losses = [], [], []
     for batch in loader:
         inputs, y = split_batch(batch)
         inputs, y = _to_device(inputs, accelerator.device), y.to(accelerator.device, non_blocking=True)
         inputs = to_memory_format(inputs, channels_last)
-        with accelerator.autocast() if autocast else nullcontext():
+        with accelerator.autocast() if precision is None else autocast(accelerator.device, precision):
             logits, _ = split_outputs(model(inputs))
         logits = logits.float()
         loss = F.cross_entropy(logits, y, reduction="none")

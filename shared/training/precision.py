@@ -1,4 +1,5 @@
-"""The numeric precision of training: fp32, bf16 autocast, or ``auto`` (measured on the CPU).
+"""The numeric precision of training, feature extraction and evaluation: fp32, bf16 autocast, or ``auto``
+(measured on the CPU).
 
 CPUs with bf16 matrix units (Intel AMX ``amx_bf16``, ``avx512_bf16`` on Intel and AMD Zen 4) run bf16
 autocast through oneDNN, which is several times faster for a BERT-style encoder and *slower* for
@@ -41,7 +42,8 @@ BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 @dataclass(frozen=True)
 class PrecisionChoice:
-    """The precision a run uses, why, and the measured seconds per training step (when measured)."""
+    """The precision a phase runs in, why, and the measured seconds per step (a training step, or a forward
+    pass for extraction and evaluation) in each precision, when measured."""
 
     precision: Precision
     reason: Literal["asked", "cuda", "no bf16 units", "measured", "cached"]
@@ -98,18 +100,40 @@ def step_seconds(model: nn.Module, inputs: Any, labels: torch.Tensor, bf16: bool
     return min(times[1:])
 
 
-Timer = Callable[[nn.Module, Any, torch.Tensor, bool], float]
+@torch.no_grad()
+def forward_seconds(model: Callable[[Any], Any], inputs: Any, labels: torch.Tensor, bf16: bool,
+                    steps: int = TIMED_STEPS) -> float:
+    """Seconds of the fastest of ``steps`` no-grad forward passes of ``model`` (a module in eval mode, or its
+    ``features``) on one batch, after a warm-up pass, with bf16 CPU autocast or without (``labels`` unused:
+    the signature of :func:`step_seconds`). A forward pass draws no random numbers in eval mode."""
+    times = []
+    for _ in range(steps + 1):
+        t0 = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            model(inputs)
+        times.append(time.perf_counter() - t0)
+    return min(times[1:])
+
+
+def autocast(device: torch.device, precision: Precision) -> torch.autocast:
+    """The autocast context of ``precision`` on ``device`` (bf16 autocast, or disabled for fp32)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+Timer = Callable[[Any, Any, torch.Tensor, bool], float]
 
 
 def choose_precision(requested: Literal["fp32", "bf16", "auto"], *, device: torch.device,
-                     model: nn.Module | None = None, batch: Callable[[], tuple[Any, torch.Tensor]] | None = None,
+                     model: Callable[[Any], Any] | None = None,
+                     batch: Callable[[], tuple[Any, torch.Tensor]] | None = None,
                      key: Mapping[str, Any] | None = None, flags: set[str] | None = None,
                      timer: Timer = step_seconds, cache: Path | None = None) -> PrecisionChoice:
-    """The precision to train in: ``requested`` unless it is ``auto`` (see the module docstring).
+    """The precision to run in: ``requested`` unless it is ``auto`` (see the module docstring).
 
     ``model`` and ``batch`` (a function giving inputs and labels, called only when measuring) are what
-    ``auto`` times; ``key`` names the model and input shape for the cache (CPU flags and the torch version
-    are added).
+    ``auto`` times with ``timer`` (training steps by default; :func:`forward_seconds` for extraction and
+    evaluation); ``key`` names the phase, the model and the input shape for the cache (CPU flags and the torch
+    version are added).
     """
     if requested != "auto":
         return PrecisionChoice(requested, "asked")

@@ -25,8 +25,8 @@ from shared.regimes.finetune import count_parameters
 from shared.tracking import log_metrics
 from shared.training.callbacks import Callback, Checkpointing, LogEpochs
 from shared.training.checkpoint import seed_everything
-from shared.training.loop import fit, make_accelerator, predict, training_device, use_channels_last
-from shared.training.precision import choose_precision
+from shared.training.loop import fit, make_accelerator, predict, to_memory_format, training_device, use_channels_last
+from shared.training.precision import choose_precision, forward_seconds
 
 
 def class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -82,18 +82,26 @@ def train_network(regime: NetworkRegime[Any], ctx: RegimeContext, out: Path | No
                  class_weights=loss_weights, callbacks=callbacks, generator=generator, seed=ctx.seed,
                  metric=ctx.metric, penalty=prepared.penalty)
     channels_last = use_channels_last(train, network, accelerator.device)
-    # The probabilities evaluate scores are those the package serves: on the CPU in fp32 whatever precision
-    # trained (bf16 on CPU speeds training; scoring is a small part, and fp32 makes the served model give
-    # the evaluated probabilities to 1e-5 after an adapter is merged); on CUDA in the training precision.
-    scoring = precision.precision if accelerator.device.type == "cuda" else "fp32"
-    rescore = scoring != precision.precision
-    if rescore:  # accelerate runs a prepared model's forward under autocast: take that wrapper off
-        network = accelerator.unwrap_model(network, keep_fp32_wrapper=False)
+    # The probabilities evaluate scores are those the package serves (its card records the precision): in
+    # ``train.eval_precision``, on the CPU timed on forward passes of the trained model like training was
+    network = accelerator.unwrap_model(network, keep_fp32_wrapper=False)  # scoring sets its own autocast
+    network.eval()
+
+    def first_val_batch() -> tuple[Any, torch.Tensor]:
+        inputs, labels = split_batch(next(iter(make_loader(datasets["validation"], train.batch_size * 2,
+                                                           tokenizer=tokenizer))))
+        return to_memory_format(inputs, channels_last), labels
+
+    scoring = choose_precision(train.eval_precision, device=accelerator.device, model=network,
+                               batch=first_val_batch, timer=forward_seconds,
+                               key={"phase": "evaluate", "backbone": dp.model.name, "regime": regime.name,
+                                    "image_size": dp.model.image_size, "max_length": dp.model.max_length,
+                                    "batch_size": train.batch_size * 2})
     val_probs, val_labels = result.best_val_probs, result.best_val_labels  # the best epoch's, as scored
-    if val_probs is None or val_labels is None or rescore:  # not scored, or not in the scoring precision
+    if val_probs is None or val_labels is None or scoring.precision != precision.precision:
         val_loader = accelerator.prepare(make_loader(datasets["validation"], train.batch_size * 2, **loader_kw))
-        val_probs, val_labels, _ = predict(network, val_loader, accelerator, channels_last, autocast=not rescore)
-    test_probs, test_labels, _ = predict(network, test_loader, accelerator, channels_last, autocast=not rescore)
+        val_probs, val_labels, _ = predict(network, val_loader, accelerator, channels_last, scoring.precision)
+    test_probs, test_labels, _ = predict(network, test_loader, accelerator, channels_last, scoring.precision)
     network = accelerator.unwrap_model(network)
     trainable, total = count_parameters(network)
     names = {n for n, p in network.named_parameters() if p.requires_grad} | {n for n, _ in network.named_buffers()}
@@ -104,7 +112,7 @@ def train_network(regime: NetworkRegime[Any], ctx: RegimeContext, out: Path | No
     if out is not None and accelerator.is_main_process and ctx.card is not None:
         from shared.serving.package import save_network
 
-        card = replace(ctx.card, precision=scoring, aux_logits=train.aux_loss_weight is not None)
+        card = replace(ctx.card, precision=scoring.precision, aux_logits=train.aux_loss_weight is not None)
         save_network(network, out / PACKAGE, card, tokenizer=tokenizer)  # merges an adapter: the last use
     accelerator.wait_for_everyone()  # nobody still reads the checkpoints
     if accelerator.is_main_process and ctx.checkpoints is not None:
@@ -114,7 +122,7 @@ def train_network(regime: NetworkRegime[Any], ctx: RegimeContext, out: Path | No
                 train_samples_per_second=result.samples_per_second, peak_memory_mb=result.peak_memory_mb,
                 best_epoch=result.best_epoch + 1, epochs_run=len(result.history), history=result.history,
                 device=str(accelerator.device), processes=accelerator.num_processes, **precision.record(),
-                scoring_precision=scoring)
+                **{f"eval_{k}": v for k, v in scoring.record().items()})
     return Predictions(val_probs, val_labels, test_probs, test_labels), info
 
 

@@ -16,7 +16,7 @@ from shared.config import DataParams, DomainParams, ModelParams, TrainParams
 from shared.registry import get_regime
 from shared.testing.regimes import tiny_context
 from shared.training import run as training_run
-from shared.training.precision import ROUNDS, SPEEDUP, choose_precision, step_seconds
+from shared.training.precision import ROUNDS, SPEEDUP, choose_precision, forward_seconds, step_seconds
 
 CPU = torch.device("cpu")
 AMX = {"fpu", "avx512f", "amx_bf16", "amx_tile"}
@@ -94,12 +94,60 @@ def test_a_bf16_run_trains_and_reports_finite_metrics(tmp_path: Path, image_dd: 
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(training_run, "log_metrics", lambda *args, **kwargs: None)  # no MLflow run here
     dp = DomainParams(data=DataParams(dataset="tiny"), model=tiny_image_params,
-                      train=TrainParams(epochs=1, batch_size=8, precision="bf16"))
+                      train=TrainParams(epochs=1, batch_size=8, precision="bf16", eval_precision="fp32"))
     regime = get_regime("full").for_domain(dp)
     ctx = tiny_context(dp, "image", image_dd, tmp_path)
     out = tmp_path / "out"
     out.mkdir()
     preds, info = training_run.run_regime(regime, ctx, out)
     assert (info["precision"], info["precision_reason"]) == ("bf16", "asked")
+    assert (info["eval_precision"], info["eval_precision_reason"]) == ("fp32", "asked")
     assert np.isfinite(info["history"][0]["train_loss"]) and np.isfinite(preds.test_probs).all()
+
+
+def test_bf16_scoring_is_recorded_and_close_to_fp32(tmp_path: Path, image_dd: DatasetDict,
+                                                    tiny_image_params: ModelParams,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """``train.eval_precision``: the same fp32 training scored in bf16 and in fp32 (the package's card says
+    which); the probabilities differ by bf16 rounding only, and the fp32 scoring is the earlier fp32 path."""
+    monkeypatch.setattr(training_run, "log_metrics", lambda *args, **kwargs: None)
+    probs, cards = {}, {}
+    for scoring in ("bf16", "fp32"):
+        dp = DomainParams(data=DataParams(dataset="tiny"), model=tiny_image_params,
+                          train=TrainParams(epochs=1, batch_size=8, precision="fp32", eval_precision=scoring))
+        ctx = tiny_context(dp, "image", image_dd, tmp_path / scoring)
+        out = tmp_path / scoring / "out"
+        out.mkdir(parents=True)
+        preds, info = training_run.run_regime(get_regime("full").for_domain(dp), ctx, out)
+        assert (info["precision"], info["eval_precision"]) == ("fp32", scoring)
+        probs[scoring] = preds.test_probs
+    assert np.isfinite(probs["bf16"]).all() and not np.array_equal(probs["bf16"], probs["fp32"])
+    assert np.abs(probs["bf16"] - probs["fp32"]).max() < 0.05
+
+
+def test_bf16_extraction_gives_float32_features_close_to_fp32(image_dd: DatasetDict,
+                                                               tiny_image_params: ModelParams) -> None:
+    from shared.data.features import extract_features
+    from shared.data.loaders import make_dataset, make_loader
+    from shared.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(tiny_image_params, "image", 2, pretrained=False)
+    loader = make_loader(make_dataset(image_dd["test"], model), 8)
+    fp32, labels = extract_features(model, loader, CPU)
+    bf16, same = extract_features(model, loader, CPU, "bf16")
+    assert bf16.dtype == np.float32 and np.array_equal(labels, same) and np.isfinite(bf16).all()
+    assert not np.array_equal(bf16, fp32)
+    cosine = (bf16 * fp32).sum(1) / (np.linalg.norm(bf16, axis=1) * np.linalg.norm(fp32, axis=1))
+    assert cosine.min() > 0.99
+
+
+def test_forward_timing_draws_no_random_numbers() -> None:
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Dropout(0.5), torch.nn.Linear(3 * 32 * 32, 2)).eval()
+    inputs, labels = tiny_batch()
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    assert all(forward_seconds(model, inputs, labels, bf16, steps=1) > 0 for bf16 in (False, True))
+    assert torch.equal(torch.rand(3), expected)
 
