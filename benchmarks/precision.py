@@ -1,15 +1,19 @@
 """fp32 vs bf16 autocast vs ``auto`` on the CPU for every default backbone at the domains' input sizes.
 
 For each case (EfficientNet-Lite0 at the image domains' sizes, MiniLM-L6 at the text domains' lengths,
-real pretrained weights, all parameters trainable): the seconds of the fastest training step (AdamW, batch of
-the domain's ``train.batch_size``), of an extraction forward (the frozen features, ``extract_batch_size``)
-and of an evaluation forward (logits, twice the batch; median of 3), in fp32 and in bf16 autocast, and what
-``train.precision: auto`` (:func:`shared.training.precision.choose_precision`) picks from its own timing.
-Writes ``benchmarks/results/precision.json`` with the CPU model and its bf16 flags.
+real pretrained weights, all parameters trainable): the seconds of a training step (AdamW, batch of the
+domain's ``train.batch_size``), of an extraction forward (the frozen features, ``extract_batch_size``) and
+of an evaluation forward (logits, twice the batch), in fp32 and in bf16 autocast (each the median of 3 of
+the timers ``auto`` uses, which keep the fastest of 2 after a warm-up), and for each phase what ``auto``
+(:func:`shared.training.precision.choose_precision`; ``train.precision``, ``model.extract_precision``,
+``train.eval_precision``) picks from its own alternating timing, with the seconds of its pick.
+Then the machine's other levers (:func:`levers`: ``channels_last``, math threads, data-loader workers,
+``torch.compile``). Writes ``benchmarks/results/precision.json`` with the CPU model and its bf16 flags.
 """
 
 from __future__ import annotations
 
+import copy
 import statistics
 import tempfile
 import time
@@ -17,11 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
+from PIL import Image as PILImage
 
-from benchmarks.common import machine_info, write_result
+from benchmarks.common import cifar_images, machine_info, write_result
 from shared.config import ModelParams
+from shared.data.loaders import make_dataset, make_loader, split_batch
 from shared.models import build_model, load_tokenizer
-from shared.training.precision import BF16_FLAGS, choose_precision, cpu_flags, step_seconds
+from shared.training.precision import BF16_FLAGS, choose_precision, cpu_flags, forward_seconds, step_seconds
 
 IMAGE = "tf_efficientnet_lite0"
 TEXT = "sentence-transformers/all-MiniLM-L6-v2"
@@ -42,17 +49,6 @@ def _inputs(model: Any, params: ModelParams, size: int, batch: int) -> Any:
                           return_tensors="pt"))
 
 
-@torch.no_grad()
-def _forward_seconds(fn: Any, inputs: Any, bf16: bool) -> float:
-    times = []
-    for _ in range(REPEATS + 1):
-        t0 = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            fn(inputs)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times[1:])
-
-
 def case(domain: str, backbone: str, size: int, batch: int, extract_batch: int) -> dict[str, Any]:
     """One backbone at one input size: train / extract / evaluate seconds per batch in each precision."""
     modality = "image" if backbone == IMAGE else "text"
@@ -63,24 +59,134 @@ def case(domain: str, backbone: str, size: int, batch: int, extract_batch: int) 
     out: dict[str, Any] = {"domain": domain, "backbone": backbone, "size": size, "batch": batch}
     train_x, labels = _inputs(model, params, size, batch), torch.tensor([i % 2 for i in range(batch)])
     extract_x, eval_x = _inputs(model, params, size, extract_batch), _inputs(model, params, size, 2 * batch)
-    for precision, bf16 in (("fp32", False), ("bf16", True)):
-        out[f"train_step_s_{precision}"] = step_seconds(model, train_x, labels, bf16)
-        out[f"extract_batch_s_{precision}"] = _forward_seconds(model.features, extract_x, bf16)
-        out[f"eval_batch_s_{precision}"] = _forward_seconds(model, eval_x, bf16)
-    for stage in ("train_step", "extract_batch", "eval_batch"):
-        out[f"{stage}_bf16_speedup"] = out[f"{stage}_s_fp32"] / out[f"{stage}_s_bf16"]
-    with tempfile.TemporaryDirectory() as tmp:
-        choice = choose_precision("auto", device=torch.device("cpu"), model=model, batch=lambda: (train_x, labels),
-                                  key={"backbone": backbone, "size": size}, cache=Path(tmp) / "p.json")
-    out["auto"] = choice.record()
+    phases = {  # phase: (timer, what it runs, its batch)
+        "train_step": (step_seconds, model, train_x),
+        "extract_batch": (forward_seconds, model.features, extract_x),
+        "eval_batch": (forward_seconds, model, eval_x),
+    }
+    for phase, (timer, fn, inputs) in phases.items():
+        model.train(phase == "train_step")
+        times: dict[str, list[float]] = {"fp32": [], "bf16": []}
+        for _ in range(REPEATS):  # alternated, so that load from elsewhere hits both alike
+            for precision in times:
+                times[precision].append(timer(fn, inputs, labels, precision == "bf16"))
+        for precision, values in times.items():
+            out[f"{phase}_s_{precision}"] = statistics.median(values)
+        out[f"{phase}_bf16_speedup"] = out[f"{phase}_s_fp32"] / out[f"{phase}_s_bf16"]
+        with tempfile.TemporaryDirectory() as tmp:  # what auto picks from its own (alternating) timing
+            choice = choose_precision("auto", device=torch.device("cpu"), model=fn, timer=timer,
+                                      batch=lambda inputs=inputs: (inputs, labels),  # labels: train only
+                                      key={"phase": phase, "backbone": backbone, "size": size},
+                                      cache=Path(tmp) / "p.json")
+        out[f"{phase}_auto"] = choice.record()
+        out[f"{phase}_s_auto"] = out[f"{phase}_s_{choice.precision}"]
+    model.eval()
+    return out
+
+
+def _loop_seconds(model: Any, loader: Any, bf16: bool, steps: int, train: bool = True) -> float:
+    """Seconds of ``steps`` batches of ``loader`` (after one warm-up batch): training steps (AdamW, on a copy)
+    or, with ``train`` false, only the loader's own work."""
+    trial = copy.deepcopy(model).train()
+    optimizer = torch.optim.AdamW(trial.parameters(), lr=1e-6)
+    batches = iter(loader)
+    t0 = 0.0
+    for i in range(steps + 1):
+        if i == 1:
+            t0 = time.perf_counter()
+        inputs, labels = split_batch(next(batches))
+        if train:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                logits = trial(inputs)
+            F.cross_entropy(logits.float(), labels).backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    return time.perf_counter() - t0
+
+
+def _alternated(fns: dict[str, Any]) -> dict[str, float]:
+    """The median of :data:`REPEATS` timings of each function, alternated."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(REPEATS):
+        for name, fn in fns.items():
+            times[name].append(fn())
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def levers(bf16: bool) -> dict[str, Any]:
+    """The machine's other levers, each timed against the default (medians of alternated timings):
+    ``channels_last`` for EfficientNet-Lite0 at 128 px (training step and extraction forward); 1 vs 2 math
+    threads (training step of each default backbone); data-loader workers 0 vs 1 (a real training loop on
+    decoded, augmented CIFAR images, and the loader alone); ``torch.compile`` of MiniLM-L6's training step
+    (first step with compilation, steady step, and the steps it needs to pay the compilation back beside
+    the steps of the nlp train stage). ``bf16``: the precision ``auto`` uses for text on this machine."""
+    from datasets import Dataset, Features, Image, Value
+
+    out: dict[str, Any] = {}
+    torch.manual_seed(0)
+    image_params = ModelParams(backbone=IMAGE, image_size=128)
+    image = build_model(image_params, "image", 10, pretrained=True)
+    x, labels = _inputs(image, image_params, 128, 32), torch.tensor([i % 10 for i in range(32)])
+    extract_x = _inputs(image, image_params, 128, 128)
+    cl_model = copy.deepcopy(image).to(memory_format=torch.channels_last)
+    cl = {"x": x.contiguous(memory_format=torch.channels_last),
+          "extract": extract_x.contiguous(memory_format=torch.channels_last)}
+    for precision, use_bf16 in (("fp32", False), ("bf16", True)):
+        image.eval(), cl_model.eval()
+        out[f"channels_last_extract_{precision}"] = _alternated({
+            "default": lambda b=use_bf16: forward_seconds(image.features, extract_x, labels, b),
+            "channels_last": lambda b=use_bf16: forward_seconds(cl_model.features, cl["extract"], labels, b)})
+        out[f"channels_last_train_{precision}"] = _alternated({
+            "default": lambda b=use_bf16: step_seconds(image, x, labels, b),
+            "channels_last": lambda b=use_bf16: step_seconds(cl_model, cl["x"], labels, b)})
+    text_params = ModelParams(backbone=TEXT, max_length=64)
+    text = build_model(text_params, "text", 2, pretrained=True)
+    text_x, text_labels = _inputs(text, text_params, 64, 32), torch.tensor([i % 2 for i in range(32)])
+    threads = torch.get_num_threads()
+
+    def with_threads(n: int, fn: Any) -> float:
+        torch.set_num_threads(n)
+        try:
+            return float(fn())
+        finally:
+            torch.set_num_threads(threads)
+
+    out["threads_default"] = threads
+    out["threads_train_image_fp32"] = _alternated({
+        str(n): lambda n=n: with_threads(n, lambda: step_seconds(image, x, labels, False)) for n in (1, threads)})
+    out["threads_train_text"] = _alternated({
+        str(n): lambda n=n: with_threads(n, lambda: step_seconds(text, text_x, text_labels, bf16))
+        for n in (1, threads)})
+    pixels, classes, source = cifar_images(32 * 13)
+    split = Dataset.from_dict({"image": [PILImage.fromarray(a) for a in pixels], "label": classes.tolist()},
+                              features=Features({"image": Image(), "label": Value("int64")}))
+    dataset = make_dataset(split, image, augment=True)
+    loaders = {w: make_loader(dataset, 32, shuffle=True, generator=torch.Generator().manual_seed(0), num_workers=w)
+               for w in (0, 1)}
+    out["loader_source"] = source
+    out["workers_train_12_steps_fp32"] = _alternated({str(w): lambda w=w: _loop_seconds(image, loaders[w], False, 12)
+                                                      for w in (0, 1)})
+    out["loader_alone_12_batches"] = _loop_seconds(image, loaders[0], False, 12, train=False)
+    compiled: Any = torch.compile(copy.deepcopy(text))
+    t0 = time.perf_counter()
+    step_seconds(compiled, text_x, text_labels, bf16, steps=0)  # the warm-up step compiles forward and backward
+    out["compile_first_step_s"] = time.perf_counter() - t0
+    steady = _alternated({"eager": lambda: step_seconds(text, text_x, text_labels, bf16),
+                          "compiled": lambda: step_seconds(compiled, text_x, text_labels, bf16)})
+    out["compile_step_s"] = steady
+    saved = steady["eager"] - steady["compiled"]
+    out["compile_payback_steps"] = (out["compile_first_step_s"] - steady["eager"]) / saved if saved > 0 else None
+    out["nlp_train_stage_steps"] = 2 * -(-6000 // 32)  # 2 epochs of 6000 sentences at batch 32 (params.yaml)
+    out["compile_precision"] = "bf16" if bf16 else "fp32"
     return out
 
 
 def run() -> dict[str, Any]:
-    """Every case; the result file."""
+    """Every case and the other levers; the result file."""
     t0 = time.perf_counter()
     flags = sorted(f for f in BF16_FLAGS if f in cpu_flags())
-    results = {"machine": {**machine_info(), "bf16_flags": flags}, "cases": [case(*c) for c in CASES]}
+    results = {"machine": {**machine_info(), "bf16_flags": flags}, "cases": [case(*c) for c in CASES],
+               "levers": levers(bf16=bool(flags))}
     results["seconds"] = time.perf_counter() - t0
     write_result("precision", results)
     return results
@@ -88,6 +194,6 @@ def run() -> dict[str, Any]:
 
 if __name__ == "__main__":
     for row in run()["cases"]:
-        print(f"{row['domain']:12s} {row['size']:4d}  train x{row['train_step_bf16_speedup']:.2f}  "
-              f"extract x{row['extract_batch_bf16_speedup']:.2f}  eval x{row['eval_batch_bf16_speedup']:.2f}  "
-              f"auto -> {row['auto']['precision']}")
+        print(f"{row['domain']:12s} {row['size']:4d}  " + "  ".join(
+            f"{phase.split('_')[0]} x{row[f'{phase}_bf16_speedup']:.2f} auto {row[f'{phase}_auto']['precision']}"
+            for phase in ("train_step", "extract_batch", "eval_batch")))

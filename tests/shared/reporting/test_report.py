@@ -32,9 +32,10 @@ CLASSES = {"vision": ["airplane", "bird", "cat"], "xray": ["normal", "pneumonia"
 # signal strength of the synthetic probabilities: lora clearly best, baseline clearly worst
 QUALITY = {"frozen": 1.2, "lora": 2.5, "baseline": 0.3}
 COST = {"frozen": {"trainable_params": 1_281, "total_params": 1_281, "train_seconds": 0.05,
-                   "peak_memory_mb": 900.0, "train_samples_per_second": 40_000.0},
+                   "peak_memory_mb": 900.0, "train_samples_per_second": 40_000.0, "extract_precision": "bf16"},
         "lora": {"trainable_params": 60_000, "total_params": 3_500_000, "train_seconds": 30.0,
-                 "peak_memory_mb": 1_500.0, "train_samples_per_second": 70.0},
+                 "peak_memory_mb": 1_500.0, "train_samples_per_second": 70.0, "precision": "bf16",
+                 "eval_precision": "fp32"},
         "baseline": {"trainable_params": None, "total_params": None, "train_seconds": 0.4,
                      "peak_memory_mb": 800.0, "train_samples_per_second": 5_000.0}}
 
@@ -211,6 +212,10 @@ def test_compare_builds_the_report(project: Path) -> None:
         assert sub["baseline"]["pareto_params"] is False  # no trainable parameters: not on that front
         # the paragraph quotes measured values
         assert f"{sub['lora']['primary']:.3f}" in page.sections[domain]
+        # which precision each row ran in (the baseline has no network forward)
+        assert (sub["lora"]["precision"], sub["frozen"]["precision"], sub["baseline"]["precision"]) == \
+            ("train bf16, eval fp32", "extract bf16", None)
+        assert "train bf16, eval fp32" in page.sections[domain]
 
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
 

@@ -108,10 +108,10 @@ def test_a_bf16_run_trains_and_reports_finite_metrics(tmp_path: Path, image_dd: 
 def test_bf16_scoring_is_recorded_and_close_to_fp32(tmp_path: Path, image_dd: DatasetDict,
                                                     tiny_image_params: ModelParams,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """``train.eval_precision``: the same fp32 training scored in bf16 and in fp32 (the package's card says
-    which); the probabilities differ by bf16 rounding only, and the fp32 scoring is the earlier fp32 path."""
+    """``train.eval_precision``: the same fp32 training scored in bf16 and in fp32; the probabilities differ
+    by bf16 rounding only."""
     monkeypatch.setattr(training_run, "log_metrics", lambda *args, **kwargs: None)
-    probs, cards = {}, {}
+    probs = {}
     for scoring in ("bf16", "fp32"):
         dp = DomainParams(data=DataParams(dataset="tiny"), model=tiny_image_params,
                           train=TrainParams(epochs=1, batch_size=8, precision="fp32", eval_precision=scoring))
