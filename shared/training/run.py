@@ -61,10 +61,14 @@ def train_network(regime: NetworkRegime[Any], ctx: RegimeContext, out: Path | No
     weights = class_weights(labels, num_classes)
     sample_weights = torch.as_tensor(weights[labels]) if train.loss_weighting == "balanced_sampling" else None
     loss_weights = torch.as_tensor(weights, dtype=torch.float32) if train.loss_weighting == "class_weighted" else None
-    def first_batch() -> tuple[Any, torch.Tensor]:  # what ``auto`` times: the train split's first batch
-        batch = next(iter(make_loader(datasets["train"], train.batch_size, tokenizer=tokenizer)))
-        return split_batch(batch)
+    timed_layout = use_channels_last(train, network, training_device())  # ``auto`` times the layout that trains
 
+    def first_batch() -> tuple[Any, torch.Tensor]:  # what ``auto`` times: the train split's first batch
+        inputs, labels = split_batch(next(iter(make_loader(datasets["train"], train.batch_size, tokenizer=tokenizer))))
+        return to_memory_format(inputs, timed_layout), labels
+
+    if timed_layout:
+        network.to(memory_format=torch.channels_last)
     precision = choose_precision(train.precision, device=training_device(), model=network, batch=first_batch,
                                  key={"backbone": dp.model.name, "regime": regime.name,
                                       "image_size": dp.model.image_size, "max_length": dp.model.max_length,
