@@ -1,0 +1,70 @@
+"""Two runs of the same pipeline side by side: ``python -m benchmarks.side_by_side BEFORE AFTER --label L``.
+
+BEFORE and AFTER are project checkouts (say the commit before a change and the change) in which
+``dvc repro -f`` ran one after the other on one machine, with ``--seconds`` their wall times. Writes
+``benchmarks/results/side-by-side-<label>.json``: per (domain, regime) the test primary metric with its 95%
+CI, the training seconds and the precision of each run, whether the AFTER metric lies inside the BEFORE
+run's CI, the winner of each domain in each, and the extraction throughput of each candidate (from the
+stages' logs, ``repro.log`` beside each checkout's ``dvc.yaml``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import machine_info, write_result
+
+EXTRACT = re.compile(r"extract (\S+?)/(train|validation|test): \((\d+), \d+\) at ([\d.]+) items/s")
+
+
+def _rows(project: Path) -> dict[str, dict[str, Any]]:
+    rows = json.loads((project / "reports" / "comparison.json").read_text())
+    return {f"{r['domain']}/{r['regime']}": r for r in rows}
+
+
+def compare(before: Path, after: Path) -> dict[str, Any]:
+    """The side-by-side record of two projects' reports and logs."""
+    old, new = _rows(before), _rows(after)
+    out: dict[str, Any] = {"rows": []}
+    for key in sorted(old.keys() & new.keys()):
+        a, b = old[key], new[key]
+        out["rows"].append({
+            "row": key, "primary_metric": a["primary_metric"],
+            "before": {k: a.get(k) for k in ("primary", "primary_ci_low", "primary_ci_high", "train_seconds",
+                                             "precision", "winner")},
+            "after": {k: b.get(k) for k in ("primary", "primary_ci_low", "primary_ci_high", "train_seconds",
+                                            "precision", "winner")},
+            "after_inside_before_ci": a["primary_ci_low"] <= b["primary"] <= a["primary_ci_high"],
+            "train_speedup": a["train_seconds"] / b["train_seconds"] if b.get("train_seconds") else None,
+        })
+    for side, project in (("before", before), ("after", after)):
+        log = project / "repro.log"
+        text = log.read_text(errors="replace") if log.is_file() else ""
+        out[f"extract_items_per_second_{side}"] = {f"{d}/{s}": float(rate) for d, s, _, rate in EXTRACT.findall(text)}
+    out["same_winners"] = ({r["row"].split("/")[0]: r["row"] for r in out["rows"] if r["before"]["winner"]} ==
+                           {r["row"].split("/")[0]: r["row"] for r in out["rows"] if r["after"]["winner"]})
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("before", type=Path)
+    parser.add_argument("after", type=Path)
+    parser.add_argument("--label", required=True)
+    parser.add_argument("--seconds", type=float, nargs=2, metavar=("BEFORE", "AFTER"), required=True,
+                        help="wall seconds of each dvc repro -f")
+    parser.add_argument("--note", default="", help="what ran (commits, params)")
+    args = parser.parse_args()
+    seconds = {"before": args.seconds[0], "after": args.seconds[1]}
+    result = {"machine": machine_info(), "note": args.note, "repro_seconds": seconds,
+              **compare(args.before, args.after)}
+    write_result(f"side-by-side-{args.label}", result)
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
