@@ -35,9 +35,11 @@ DOMAINS = ["xray", "dermatology", "ehr"]
 REGIMES = ["frozen", "lora", "full"]
 
 
-def study_params(domains: list[str], regimes: list[str], max_steps_per_epoch: int | None = None) -> dict[str, Any]:
+def study_params(domains: list[str], regimes: list[str], max_steps_per_epoch: int | None = None,
+                 epochs: int | None = None) -> dict[str, Any]:
     """The repository's params with the study's domains, regimes, candidates and ``finalists: all``
-    (``max_steps_per_epoch``: each domain's ``train.max_steps_per_epoch``, to fit a time budget)."""
+    (``max_steps_per_epoch`` and ``epochs``: each domain's ``train.max_steps_per_epoch`` and
+    ``train.epochs``, to fit a time budget)."""
     from shared.registry import get_domain
 
     params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
@@ -48,15 +50,17 @@ def study_params(domains: list[str], regimes: list[str], max_steps_per_epoch: in
         params[domain]["screen"] = {"finalists": "all", "select_by": "logme"}
         if max_steps_per_epoch is not None:
             params[domain]["train"]["max_steps_per_epoch"] = max_steps_per_epoch
+        if epochs is not None:
+            params[domain]["train"]["epochs"] = epochs
     return {**params, "domains": domains, "regimes": regimes, "candidates": candidates}
 
 
 def run(domains: list[str] | None = None, regimes: list[str] | None = None, max_steps_per_epoch: int | None = None,
-        project: Path | None = None, name: str = "screening") -> dict[str, Any]:
+        project: Path | None = None, name: str = "screening", epochs: int | None = None) -> dict[str, Any]:
     """Run the study (``project``: resume the one a stopped run left, with these params); returns (and
     writes) ``results/<name>.json`` (reports in ``results/<name>/``)."""
     domains, regimes = list(domains or DOMAINS), list(regimes or REGIMES)
-    params = study_params(domains, regimes, max_steps_per_epoch)
+    params = study_params(domains, regimes, max_steps_per_epoch, epochs)
     os.environ.setdefault("TRANSFERLAB_MIRROR", str(mirror_dir().resolve()))
     resumed = project is not None  # then repro_seconds is the resumed run's alone
     if project is None:
@@ -165,6 +169,7 @@ if __name__ == "__main__":
     parser.add_argument("--domains", nargs="+", default=DOMAINS)
     parser.add_argument("--regimes", nargs="+", default=REGIMES)
     parser.add_argument("--max-steps-per-epoch", type=int, default=None)
+    parser.add_argument("--epochs", type=int, default=None, help="every domain's train.epochs (default: params.yaml)")
     parser.add_argument("--project", type=Path, default=None, help="resume the project a stopped run left")
     parser.add_argument("--name", default="screening", help="results/<name>.json (default: screening)")
     parser.add_argument("--summary", action="store_true", help="print the README tables of results/<name>.json")
@@ -172,4 +177,4 @@ if __name__ == "__main__":
     if args.summary:
         print(summary_markdown(json.loads((RESULTS_DIR / f"{args.name}.json").read_text())))
     else:
-        run(args.domains, args.regimes, args.max_steps_per_epoch, args.project, args.name)
+        run(args.domains, args.regimes, args.max_steps_per_epoch, args.project, args.name, args.epochs)

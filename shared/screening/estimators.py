@@ -9,7 +9,8 @@ Where each one comes from:
 * LogME, H-score, shrinkage H-score, LEEP and NCE are written here from their papers (equations in each
   docstring). PyPI has no maintained package for them: ``logme`` there is a logging library, and
   ``transferability-metric`` (one 0.1 release, 2023) installs a top-level package named ``tool``.
-* The shrinkage H-score takes its covariance and shrinkage intensity from scikit-learn's ``LedoitWolf``.
+* The shrinkage H-score takes its shrinkage intensity from scikit-learn's ``ledoit_wolf_shrinkage`` (the
+  intensity ``LedoitWolf`` uses).
 * kNN accuracy is scikit-learn's ``KNeighborsClassifier`` (cosine metric, brute force).
 
 Degenerate inputs (one class, too few samples, all-zero features) raise
@@ -23,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.covariance import LedoitWolf
+from sklearn.covariance import ledoit_wolf_shrinkage
 from sklearn.neighbors import KNeighborsClassifier
 
 from shared.evaluation.metrics import DegenerateDataError
@@ -164,8 +165,8 @@ def h_score(features: np.ndarray, labels: np.ndarray) -> float:
     x = _features(features)
     codes, num_classes = _codes(labels, len(x))
     centred = x - x.mean(axis=0)
-    covariance = centred.T @ centred / len(x)
-    return _between_class_trace(_pinv(covariance, max(x.shape)), centred, codes, num_classes)
+    eigenvalues, eigenvectors = np.linalg.eigh(centred.T @ centred / len(x))
+    return _between_class_trace(eigenvalues, eigenvectors, centred, codes, num_classes)
 
 
 def shrinkage_h_score(features: np.ndarray, labels: np.ndarray) -> float:
@@ -187,10 +188,11 @@ def shrinkage_h_score(features: np.ndarray, labels: np.ndarray) -> float:
     x = _features(features)
     codes, num_classes = _codes(labels, len(x))
     centred = x - x.mean(axis=0)
-    estimate = LedoitWolf(assume_centered=True).fit(centred)
-    shrinkage = float(estimate.shrinkage_)
-    inverse = _pinv(np.asarray(estimate.covariance_, dtype=np.float64), max(x.shape))
-    return (1.0 - shrinkage) * _between_class_trace(inverse, centred, codes, num_classes)
+    shrinkage = float(ledoit_wolf_shrinkage(centred, assume_centered=True))
+    # cov_a has the eigenvectors of S and eigenvalues (1 - a) lambda + a tr(S) / D: one eigh of S serves both
+    eigenvalues, eigenvectors = np.linalg.eigh(centred.T @ centred / len(x))
+    shrunk = (1.0 - shrinkage) * eigenvalues + shrinkage * eigenvalues.sum() / len(eigenvalues)
+    return (1.0 - shrinkage) * _between_class_trace(shrunk, eigenvectors, centred, codes, num_classes)
 
 
 def nce(source_probs: np.ndarray, labels: np.ndarray) -> float:
@@ -417,14 +419,14 @@ def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     return np.clip(out, HYPER_MIN, HYPER_MAX)
 
 
-def _pinv(matrix: np.ndarray, size: int) -> np.ndarray:
-    """Pseudo-inverse of a symmetric PSD matrix, dropping eigenvalues below ``size * eps * lambda_max``."""
-    return np.linalg.pinv(matrix, rcond=size * EPS, hermitian=True)
-
-
-def _between_class_trace(inverse: np.ndarray, centred: np.ndarray, codes: np.ndarray, num_classes: int) -> float:
-    """``tr(inverse @ sum_k p_k mu_k mu_k^T)`` = ``sum_k p_k mu_k^T inverse mu_k``, mu_k the class means."""
+def _between_class_trace(eigenvalues: np.ndarray, eigenvectors: np.ndarray, centred: np.ndarray, codes: np.ndarray,
+                         num_classes: int) -> float:
+    """``tr(C^+ sum_k p_k mu_k mu_k^T)`` = ``sum_k p_k mu_k^T C^+ mu_k`` for ``C = V diag(eigenvalues) V^T``
+    and ``mu_k`` the class means of ``centred``; ``C^+`` is the pseudo-inverse that drops eigenvalues below
+    ``max(N, D) * eps * lambda_max`` (numpy's ``matrix_rank`` tolerance)."""
+    keep = eigenvalues > max(centred.shape) * EPS * eigenvalues.max()
     counts = np.bincount(codes, minlength=num_classes).astype(np.float64)
     means = np.eye(num_classes)[codes].T @ centred / counts[:, None]
+    projected = means @ eigenvectors[:, keep]  # (K, r): the means in the eigenbasis
     weights = counts / counts.sum()
-    return float(np.einsum("k,kd,de,ke->", weights, means, inverse, means))
+    return float(weights @ (projected**2 / eigenvalues[keep]).sum(axis=1))
