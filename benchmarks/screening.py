@@ -82,7 +82,7 @@ def run(domains: list[str] | None = None, regimes: list[str] | None = None, max_
     rows = json.loads((project / "reports" / "comparison.json").read_text())
     shutil.rmtree(tmp)
     measured = [{k: r.get(k) for k in ("domain", "candidate", "regime", "primary_metric", "primary", "primary_ci_low",
-                                       "primary_ci_high", "train_seconds", "precision")} for r in rows]
+                                       "primary_ci_high", "train_seconds", "epochs_run", "precision")} for r in rows]
     result = {
         "settings": {"project": "temporary copy of the tracked files (git ls-files)",
                      "params": "the repository's params.yaml; domains, regimes, candidates and screen overridden",
@@ -112,7 +112,9 @@ def summary_markdown(result: dict[str, Any]) -> str:
     from shared.screening.agreement import domain_agreement, hit_table
 
     out = []
-    measured = result["measured"]
+    epochs = result["settings"].get("epochs", {})
+    # results written before rows carried epochs_run ran every epoch of the settings (no early stop at 2)
+    measured = [{**m, "epochs_run": m.get("epochs_run") or epochs.get(m["domain"])} for m in result["measured"]]
     # recomputed from the stored scores and measured rows (as compare does), so the tables follow the code
     records = [r for d in result["settings"]["domains"] if (r := domain_agreement(
         result["screening"][d], [m for m in measured if m["domain"] == d])) is not None]
@@ -132,18 +134,15 @@ def summary_markdown(result: dict[str, Any]) -> str:
                            if (m["domain"], m["candidate"], m["regime"]) == (domain, candidate, regime))
                 cells.append(f"{row['primary']:.3f} [{row['primary_ci_low']:.3f}, {row['primary_ci_high']:.3f}]")
             out.append("| " + " | ".join(cells) + " |")
-        full = [m for m in measured if m["domain"] == domain and m["regime"] == "full"]
-        epochs = (result["settings"].get("epochs", {}).get(domain)
-                  or study_params([domain], [])[domain]["train"]["epochs"])
         cost = record["cost"]
         each = ", ".join(f"{e} {v:.1f} s" for e, v in cost["seconds"].items())
         line = (f"All scores of all {len(record['candidates'])} candidates: {cost['all_seconds']:.1f} s ({each}); one "
-                f"fine-tuning epoch of every candidate, estimated from timed steps: {cost['epoch_seconds']:.0f} s")
-        if full and epochs:
-            measured_epochs = sum(float(m["train_seconds"]) for m in full) / epochs
-            line += (f"; measured (full regime's train seconds / {epochs} epochs, summed over candidates): "
-                     f"{measured_epochs:.0f} s, so the scores took "
-                     f"{100 * cost['all_seconds'] / measured_epochs:.1f}% of it")
+                f"fine-tuning epoch of every candidate, estimated from timed steps: {cost['epoch_seconds']:.0f} s "
+                f"({100 * cost['all_vs_epoch']:.1f}%)")
+        if cost.get("measured_epoch_seconds"):
+            line += (f"; measured (full regime's train seconds / epochs run, summed over candidates): "
+                     f"{cost['measured_epoch_seconds']:.0f} s, so the scores took "
+                     f"{100 * cost['all_vs_measured_epoch']:.1f}% of it")
         out += ["", line + ".", ""]
         views = list(record["views"])
         header = ["estimator", *(f"{v}: tau / top-1" for v in views)]

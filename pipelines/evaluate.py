@@ -25,7 +25,8 @@ from shared.tracking import log_metrics, tracked_run
 # the precision choices (shared/training/precision.py) of training, of the scoring forward ("eval_") and,
 # for a probe on cached features, of the extraction ("extract_")
 PRECISION_KEYS = ("precision", "precision_reason", "precision_fp32_step_seconds", "precision_bf16_step_seconds")
-SUMMARY_KEYS = ("trainable_params", "total_params", "train_seconds", "peak_memory_mb", "train_samples_per_second",
+SUMMARY_KEYS = ("trainable_params", "total_params", "train_seconds", "epochs_run", "peak_memory_mb",
+                "train_samples_per_second",
                 *(f"{phase}{k}" for phase in ("", "eval_", "extract_") for k in PRECISION_KEYS))
 
 

@@ -37,7 +37,8 @@ def basic_row(m: Mapping[str, Any]) -> dict[str, Any]:
         "task": m.get("task"), "primary_metric": pm, "primary": test[pm],
         "primary_ci_low": test.get(f"{pm}_ci_low"), "primary_ci_high": test.get(f"{pm}_ci_high"),
         "accuracy": test["accuracy"], "macro_f1": test["macro_f1"], "auroc": test["auroc"],
-        "total_params": m.get("total_params"), **{k: m.get(k) for k in COLUMNS}, "run_id": m.get("run_id"),
+        "total_params": m.get("total_params"), **{k: m.get(k) for k in COLUMNS}, "epochs_run": m.get("epochs_run"),
+        "run_id": m.get("run_id"),
         "model_uri": m.get("model_uri"), "precision": precision_label(m),
     }
 

@@ -79,21 +79,28 @@ def domain_agreement(screening: Mapping[str, Any], rows: Sequence[Mapping[str, A
     record: dict[str, Any] = {"domain": screening["domain"], "candidates": trained, "views": views,
                               "compared_on": {e: having[e] for e in estimators if having[e] != trained},
                               "not_compared": sorted(set(having) - set(estimators)),
-                              "cost": _cost(screening, trained, estimators)}
+                              "cost": _cost(screening, trained, estimators, rows)}
     if set(trained) == set(screening.get("candidates", [])):
         record["what_screening_saves"] = _savings(scores, rows, trained, estimators)
     return record
 
 
-def _cost(screening: Mapping[str, Any], trained: list[str], estimators: list[str]) -> dict[str, Any]:
-    """Seconds of each estimator over the trained candidates beside the estimated seconds of one fine-tuning
-    epoch of each (summed: the screening scores every candidate once, training fine-tunes every one)."""
+def _cost(screening: Mapping[str, Any], trained: list[str], estimators: list[str],
+          rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Seconds of each estimator over the trained candidates beside one fine-tuning epoch of each (summed: the
+    screening scores every candidate once, training fine-tunes every one): the screen stage's estimate from
+    timed steps and, when every candidate trained the full regime, the measured one (its train seconds over
+    the epochs it ran)."""
     scores, epochs = screening["scores"], screening.get("fine_tuning_epoch", {})
     epoch = sum(float(epochs[c]["epoch_seconds"]) for c in trained if c in epochs) if epochs else None
     per = {e: sum(float(scores[c][e]["seconds"]) for c in trained if e in scores[c]) for e in estimators}
     total = sum(per.values())
+    full = {r["candidate"]: float(r["train_seconds"]) / int(r["epochs_run"]) for r in rows
+            if r["regime"] == "full" and r.get("train_seconds") and r.get("epochs_run")}
+    measured = sum(full.values()) if set(full) == set(trained) else None
     return {"seconds": per, "all_seconds": total, "epoch_seconds": epoch,
-            "all_vs_epoch": None if not epoch else total / epoch}
+            "all_vs_epoch": None if not epoch else total / epoch,
+            "measured_epoch_seconds": measured, "all_vs_measured_epoch": None if not measured else total / measured}
 
 
 def _savings(scores: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], trained: list[str],
@@ -146,9 +153,13 @@ def report_sections(records: Sequence[Mapping[str, Any]]) -> list[Section]:
         if record.get("not_compared"):
             notes.append(f"Not compared (fewer than two candidates scored): {', '.join(record['not_compared'])}.")
         if cost.get("all_vs_epoch") is not None:
+            measured = cost.get("all_vs_measured_epoch")
             notes.append(f"Every score together took {cost['all_seconds']:.1f} s, "
                          f"{100 * cost['all_vs_epoch']:.1f}% of one estimated fine-tuning epoch of every "
-                         f"candidate ({cost['epoch_seconds']:.0f} s).")
+                         f"candidate ({cost['epoch_seconds']:.0f} s)"
+                         + ("." if measured is None else
+                            f"; {100 * measured:.1f}% of one measured full fine-tuning epoch of every candidate "
+                            f"({cost['measured_epoch_seconds']:.0f} s: train seconds / epochs run)."))
         sections.append((f"Screening {record['domain']}: predicted vs measured", notes, header, body))
         saves = record.get("what_screening_saves")
         if saves:

@@ -8,7 +8,8 @@ from shared.screening.agreement import BEST, compare_ranking, domain_agreement, 
 
 
 def row(candidate: str, regime: str, primary: float, seconds: float = 10.0) -> dict:
-    return {"domain": "d", "candidate": candidate, "regime": regime, "primary": primary, "train_seconds": seconds}
+    return {"domain": "d", "candidate": candidate, "regime": regime, "primary": primary, "train_seconds": seconds,
+            "epochs_run": 2}
 
 
 def screening(scores: dict[str, dict[str, float]], candidates: list[str] | None = None) -> dict:
@@ -60,11 +61,17 @@ def test_domain_record_views_savings_and_hits() -> None:
     assert saves["knn_accuracy"]["pick"] == "small"
     assert saves["knn_accuracy"]["lost"] == pytest.approx(0.02)
     assert record["cost"]["all_seconds"] == pytest.approx(2.0) and record["cost"]["epoch_seconds"] == 40.0
+    # measured: the full regime's train seconds over its 2 epochs, summed over candidates: 100 / 2 + 40 / 2
+    assert record["cost"]["measured_epoch_seconds"] == 70.0
+    assert record["cost"]["all_vs_measured_epoch"] == pytest.approx(2.0 / 70.0)
+    no_full = domain_agreement(screening(scores), [r for r in rows if r["regime"] == "frozen"])
+    assert no_full is not None and no_full["cost"]["measured_epoch_seconds"] is None
     assert hit_table([record]) == {"knn_accuracy": {"domains": 1, "top1_hits": 0},
                                    "logme": {"domains": 1, "top1_hits": 1}}
     titles = [title for title, *_ in report_sections([record])]
     assert titles == ["Screening d: predicted vs measured", "Screening d: what picking the top-1 alone saves and loses",
                       "Screening across domains: top-1 hits (best regime)"]
+    assert "2.9% of one measured full fine-tuning epoch of every candidate (70 s" in report_sections([record])[0][1][-1]
     body = report_sections([record])[0][3]
     assert ["frozen", "logme", "big > small", "small > big", "-1.00", "-1.00", "**no**"] in body
 
