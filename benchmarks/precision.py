@@ -13,6 +13,7 @@ Then the machine's other levers (:func:`levers`: ``channels_last``, math threads
 
 from __future__ import annotations
 
+import argparse
 import copy
 import statistics
 import tempfile
@@ -182,19 +183,21 @@ def levers(bf16: bool) -> dict[str, Any]:
     return out
 
 
-def run() -> dict[str, Any]:
-    """Every case and the other levers; the result file."""
+def run(name: str = "precision") -> dict[str, Any]:
+    """Every case and the other levers; the result file ``benchmarks/results/<name>.json``."""
     t0 = time.perf_counter()
     flags = sorted(f for f in BF16_FLAGS if f in cpu_flags())
     results = {"machine": {**machine_info(), "bf16_flags": flags}, "cases": [case(*c) for c in CASES],
                "levers": levers(bf16=bool(flags))}
     results["seconds"] = time.perf_counter() - t0
-    write_result("precision", results)
+    write_result(name, results)
     return results
 
 
 if __name__ == "__main__":
-    for row in run()["cases"]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--name", default="precision", help="result file name (say, one per machine)")
+    for row in run(parser.parse_args().name)["cases"]:
         print(f"{row['domain']:12s} {row['size']:4d}  " + "  ".join(
             f"{phase.split('_')[0]} x{row[f'{phase}_bf16_speedup']:.2f} auto {row[f'{phase}_auto']['precision']}"
             for phase in ("train_step", "extract_batch", "eval_batch")))
