@@ -16,7 +16,7 @@ from pipelines.common import parse_stage, run_main, staged_output
 from shared import paths
 from shared.data.domain import SPLITS
 from shared.data.features import FeatureCache, extract_features
-from shared.data.loaders import make_dataset, make_loader, split_batch
+from shared.data.loaders import make_dataset, make_loader, timing_batch
 from shared.files.atomic import write_json
 from shared.files.imports import digest_files
 from shared.models import feature_backbone, load_tokenizer, source_classes
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     model.eval()
     precision = choose_precision(
         model_params.extract_precision, device=device, model=model.features,
-        batch=lambda: split_batch(next(iter(loaders["train"]))),
+        batch=lambda: timing_batch(loaders["train"]),  # a median-length batch
         key={"phase": "extract", "backbone": model_params.name, "image_size": model_params.image_size,
              "max_length": model_params.max_length, "batch_size": model_params.extract_batch_size},
         timer=forward_seconds)

@@ -4,6 +4,7 @@ backbone's tokenizer and padded per batch."""
 
 from __future__ import annotations
 
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +132,14 @@ def make_loader(dataset: TorchDataset, batch_size: int, *, tokenizer: Any = None
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler, generator=generator,
                       collate_fn=collate, num_workers=num_workers, pin_memory=pin_memory,
                       persistent_workers=num_workers > 0)
+
+
+def timing_batch(loader: DataLoader) -> tuple[Any, torch.Tensor]:
+    """(inputs, labels) of the batch halfway through ``loader``: what precision ``auto`` times. For a set
+    held sorted by length that batch pads to about the median length; its first batch would be the
+    shortest, where bf16 gains least (the nlp validation set's first batch: 1.15x on an Intel Xeon with AMX,
+    where 64-token batches gain 3.1x)."""
+    return split_batch(next(islice(iter(loader), len(loader) // 2, None)))
 
 
 def split_batch(batch: Any) -> tuple[Any, torch.Tensor]:

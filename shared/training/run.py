@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from shared.data.loaders import make_dataset, make_loader, split_batch
+from shared.data.loaders import make_dataset, make_loader, timing_batch
 from shared.evaluation.predictions import Predictions
 from shared.files.atomic import write_safetensors
 from shared.models import aux_loss_weight, build_model, load_tokenizer
@@ -63,13 +63,13 @@ def train_network(regime: NetworkRegime[Any], ctx: RegimeContext, out: Path | No
     loss_weights = torch.as_tensor(weights, dtype=torch.float32) if train.loss_weighting == "class_weighted" else None
     timed_layout = use_channels_last(train, network, training_device())  # ``auto`` times the layout that trains
 
-    def first_batch() -> tuple[Any, torch.Tensor]:  # what ``auto`` times: the train split's first batch
-        inputs, labels = split_batch(next(iter(make_loader(datasets["train"], train.batch_size, tokenizer=tokenizer))))
+    def train_batch() -> tuple[Any, torch.Tensor]:  # what ``auto`` times: a batch of the train split
+        inputs, labels = timing_batch(make_loader(datasets["train"], train.batch_size, tokenizer=tokenizer))
         return to_memory_format(inputs, timed_layout), labels
 
     if timed_layout:
         network.to(memory_format=torch.channels_last)
-    precision = choose_precision(train.precision, device=training_device(), model=network, batch=first_batch,
+    precision = choose_precision(train.precision, device=training_device(), model=network, batch=train_batch,
                                  key={"backbone": dp.model.name, "regime": regime.name,
                                       "image_size": dp.model.image_size, "max_length": dp.model.max_length,
                                       "batch_size": train.batch_size})
@@ -91,13 +91,12 @@ def train_network(regime: NetworkRegime[Any], ctx: RegimeContext, out: Path | No
     network = accelerator.unwrap_model(network, keep_fp32_wrapper=False)  # scoring sets its own autocast
     network.eval()
 
-    def first_val_batch() -> tuple[Any, torch.Tensor]:
-        inputs, labels = split_batch(next(iter(make_loader(datasets["validation"], train.batch_size * 2,
-                                                           tokenizer=tokenizer))))
+    def val_batch() -> tuple[Any, torch.Tensor]:  # a median-length batch of the length-sorted validation set
+        inputs, labels = timing_batch(make_loader(datasets["validation"], train.batch_size * 2, tokenizer=tokenizer))
         return to_memory_format(inputs, channels_last), labels
 
     scoring = choose_precision(train.eval_precision, device=accelerator.device, model=network,
-                               batch=first_val_batch, timer=forward_seconds,
+                               batch=val_batch, timer=forward_seconds,
                                key={"phase": "evaluate", "backbone": dp.model.name, "regime": regime.name,
                                     "image_size": dp.model.image_size, "max_length": dp.model.max_length,
                                     "batch_size": train.batch_size * 2})

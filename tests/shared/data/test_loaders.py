@@ -8,7 +8,7 @@ from datasets import Dataset
 
 from shared.config import ModelParams, TrainParams
 from shared.data.features import extract_features
-from shared.data.loaders import TextTokens, in_split_order, make_dataset, make_loader
+from shared.data.loaders import TextTokens, in_split_order, make_dataset, make_loader, timing_batch
 from shared.data.splits import build_label_map, make_split
 from shared.models import build_model, load_tokenizer
 from shared.training.loop import make_accelerator, predict
@@ -93,3 +93,16 @@ def test_length_sorted_eval_set_pads_less_and_outputs_come_back_in_split_order(
 def test_in_split_order_is_the_identity_for_unsorted_sets() -> None:
     values = np.arange(5.0)
     assert in_split_order(_dataset(5), values)[0] is values
+
+
+def test_timing_batch_of_a_length_sorted_set_is_its_median_length_batch(tiny_bert_params: ModelParams) -> None:
+    split = _ragged_split()  # 40 sentences, 5 batches of 8: the first pads shortest, the third is in the middle
+    model = build_model(tiny_bert_params, "text", 2, pretrained=True).eval()
+    tokenizer = load_tokenizer(tiny_bert_params)
+    loader = make_loader(make_dataset(split, model, tokenizer=tokenizer, max_length=32, sort_by_length=True), 8,
+                         tokenizer=tokenizer)
+    widths = [int(b["input_ids"].shape[1]) for b in loader]
+    inputs, labels = timing_batch(loader)
+    assert widths[0] < widths[2] < widths[-1], widths
+    assert inputs["input_ids"].shape == (8, widths[2]) and labels.shape == (8,)
+    assert "labels" not in inputs
