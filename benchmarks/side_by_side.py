@@ -5,7 +5,10 @@ BEFORE and AFTER are project checkouts (say the commit before a change and the c
 ``benchmarks/results/side-by-side-<label>.json``: per (domain, regime) the test primary metric with its 95%
 CI, the training seconds and the precision of each run, whether the AFTER metric lies inside the BEFORE
 run's CI, the winner of each domain in each, and the extraction throughput of each candidate (from the
-stages' logs, ``repro.log`` beside each checkout's ``dvc.yaml``).
+stages' logs, ``repro.log`` beside each checkout's ``dvc.yaml``). With ``--sweep DOMAIN`` the two runs were
+``dvc repro sweep/dvc.yaml`` and the record compares their ``reports/sweep/<DOMAIN>.json`` instead: per
+(regime, fraction) the mean test metric over the seeds with the BEFORE run's seed range, the training
+seconds per regime, and the crossover points.
 """
 
 from __future__ import annotations
@@ -50,6 +53,24 @@ def compare(before: Path, after: Path) -> dict[str, Any]:
     return out
 
 
+def compare_sweeps(before: Path, after: Path, domain: str) -> dict[str, Any]:
+    """The side-by-side record of two sweeps of ``domain`` (see the module docstring)."""
+    old, new = (json.loads((p / "reports" / "sweep" / f"{domain}.json").read_text()) for p in (before, after))
+    out: dict[str, Any] = {"primary_metric": old["primary_metric"], "curves": [], "train_seconds": {}}
+    for regime in sorted(old["curves"].keys() & new["curves"].keys()):
+        for a, b in zip(old["curves"][regime], new["curves"][regime], strict=True):
+            out["curves"].append({"regime": regime, "fraction": a["fraction"], "n_train": a["n_train"],
+                                  "before_mean": a["mean"], "before_min": a["min"], "before_max": a["max"],
+                                  "after_mean": b["mean"], "after_minus_before": b["mean"] - a["mean"],
+                                  "after_inside_before_range": a["min"] <= b["mean"] <= a["max"]})
+        seconds = [sum(pt["train_seconds"] for pt in run["points"] if pt["regime"] == regime) for run in (old, new)]
+        out["train_seconds"][regime] = {"before": seconds[0], "after": seconds[1],
+                                        "speedup": seconds[0] / seconds[1] if seconds[1] else None}
+    out["crossover"] = {"before": old["crossover"], "after": new["crossover"],
+                        "same": old["crossover"] == new["crossover"]}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("before", type=Path)
@@ -58,10 +79,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, nargs=2, metavar=("BEFORE", "AFTER"), required=True,
                         help="wall seconds of each dvc repro -f")
     parser.add_argument("--note", default="", help="what ran (commits, params)")
+    parser.add_argument("--sweep", metavar="DOMAIN", help="compare the two runs' sweeps of DOMAIN instead")
     args = parser.parse_args()
     seconds = {"before": args.seconds[0], "after": args.seconds[1]}
-    result = {"machine": machine_info(), "note": args.note, "repro_seconds": seconds,
-              **compare(args.before, args.after)}
+    record = compare_sweeps(args.before, args.after, args.sweep) if args.sweep else compare(args.before, args.after)
+    result = {"machine": machine_info(), "note": args.note, "repro_seconds": seconds, **record}
     write_result(f"side-by-side-{args.label}", result)
     print(json.dumps(result, indent=1))
 
