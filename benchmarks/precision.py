@@ -3,8 +3,8 @@
 For each case (EfficientNet-Lite0 at the image domains' sizes, MiniLM-L6 at the text domains' lengths,
 real pretrained weights, all parameters trainable): the seconds of a training step (AdamW, batch of the
 domain's ``train.batch_size``), of an extraction forward (the frozen features, ``extract_batch_size``) and
-of an evaluation forward (logits, twice the batch), in fp32 and in bf16 autocast (each the median of 3 of
-the timers ``auto`` uses, which keep the fastest of 2 after a warm-up), and for each phase what ``auto``
+of an evaluation forward (logits, twice the batch), in fp32 and in bf16 autocast (an image model's bf16
+forward passes channels-last, as the stages run them; each the median of 3 of the timers ``auto`` uses, which keep the fastest of 2 after a warm-up), and for each phase what ``auto``
 (:func:`shared.training.precision.choose_precision`; ``train.precision``, ``model.extract_precision``,
 ``train.eval_precision``) picks from its own alternating timing, with the seconds of its pick.
 Then the machine's other levers (:func:`levers`: ``channels_last``, math threads, data-loader workers,
@@ -130,16 +130,16 @@ def levers(bf16: bool) -> dict[str, Any]:
     x, labels = _inputs(image, image_params, 128, 32), torch.tensor([i % 10 for i in range(32)])
     extract_x = _inputs(image, image_params, 128, 128)
     cl_model = copy.deepcopy(image).to(memory_format=torch.channels_last)
-    cl = {"x": x.contiguous(memory_format=torch.channels_last),
-          "extract": extract_x.contiguous(memory_format=torch.channels_last)}
+    cl_x = x.contiguous(memory_format=torch.channels_last)
     for precision, use_bf16 in (("fp32", False), ("bf16", True)):
         image.eval(), cl_model.eval()
-        out[f"channels_last_extract_{precision}"] = _alternated({
-            "default": lambda b=use_bf16: forward_seconds(image.features, extract_x, labels, b),
-            "channels_last": lambda b=use_bf16: forward_seconds(cl_model.features, cl["extract"], labels, b)})
+        out[f"channels_last_extract_{precision}"] = _alternated({  # the layout forced either way
+            "default": lambda b=use_bf16: forward_seconds(image.features, extract_x, labels, b, channels_last=False),
+            "channels_last": lambda b=use_bf16: forward_seconds(image.features, extract_x, labels, b,
+                                                                channels_last=True)})
         out[f"channels_last_train_{precision}"] = _alternated({
             "default": lambda b=use_bf16: step_seconds(image, x, labels, b),
-            "channels_last": lambda b=use_bf16: step_seconds(cl_model, cl["x"], labels, b)})
+            "channels_last": lambda b=use_bf16: step_seconds(cl_model, cl_x, labels, b)})
     text_params = ModelParams(backbone=TEXT, max_length=64)
     text = build_model(text_params, "text", 2, pretrained=True)
     text_x, text_labels = _inputs(text, text_params, 64, 32), torch.tensor([i % 2 for i in range(32)])

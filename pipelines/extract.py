@@ -2,8 +2,9 @@
 cached as safetensors in ``data/features/<domain>/<candidate>`` (the frozen probe, lp_ft and the screening
 read them). A pretrained image backbone keeps its source head (timm's ImageNet classifier), whose class
 probabilities are stored beside the features for the screening's LEEP and NCE. The forward passes run in
-``model.extract_precision`` (``auto``: timed on the first train batch, :mod:`shared.training.precision`);
-the choice and its timings are in ``extraction.json`` beside the features."""
+``model.extract_precision`` (``auto``: timed on a median-length train batch, :mod:`shared.training.precision`;
+an image backbone's bf16 passes run channels-last on the CPU); the choice and its timings are in
+``extraction.json`` beside the features."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from shared.data.loaders import make_dataset, make_loader, timing_batch
 from shared.files.atomic import write_json
 from shared.files.imports import digest_files
 from shared.models import feature_backbone, load_tokenizer, source_classes
-from shared.training.precision import choose_precision, forward_seconds
+from shared.training.precision import choose_precision, forward_seconds, use_channels_last
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,15 +42,20 @@ def main(argv: list[str] | None = None) -> int:
         model_params.extract_precision, device=device, model=model.features,
         batch=lambda: timing_batch(loaders["train"]),  # a median-length batch
         key={"phase": "extract", "backbone": model_params.name, "image_size": model_params.image_size,
-             "max_length": model_params.max_length, "batch_size": model_params.extract_batch_size},
+             "max_length": model_params.max_length, "batch_size": model_params.extract_batch_size,
+             "bf16_channels_last": use_channels_last(None, model, device, "bf16", forward_only=True)},
         timer=forward_seconds)
-    print(f"extract {domain.name}/{stage.candidate}: {precision.precision} ({precision.reason})")
-    record: dict[str, object] = precision.record()
+    channels_last = use_channels_last(None, model, device, precision.precision, forward_only=True)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    print(f"extract {domain.name}/{stage.candidate}: {precision.precision} ({precision.reason})"
+          f"{', channels-last' if channels_last else ''}")
+    record: dict[str, object] = {**precision.record(), "channels_last": channels_last}
     with staged_output(paths.features_dir(domain.name, stage.candidate)) as tmp:
         cache = FeatureCache(tmp, model_params)
         for split, loader in loaders.items():
             t0 = time.perf_counter()
-            features, labels = extract_features(model, loader, device, precision.precision)
+            features, labels = extract_features(model, loader, device, precision.precision, channels_last)
             seconds = time.perf_counter() - t0
             record[f"{split}_items_per_second"] = len(labels) / seconds
             probs = None

@@ -28,15 +28,19 @@ EXTRACTION = "extraction.json"
 
 
 @torch.no_grad()
-def extract_features(model: Classifier, loader: DataLoader, device: torch.device, precision: str = "fp32"
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def extract_features(model: Classifier, loader: DataLoader, device: torch.device, precision: str = "fp32",
+                     channels_last: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Pooled features (N, F) float32 and labels (N,) over ``loader`` (in the split's order), eval mode; the
-    backbone runs in bf16 autocast when ``precision`` is ``bf16`` (the features are stored in float32)."""
+    backbone runs in bf16 autocast when ``precision`` is ``bf16`` (the features are stored in float32), and
+    image batches go in channels-last with ``channels_last`` (a model already in that layout)."""
     model.eval()
     feats, labels = [], []
     for batch in loader:
         inputs, y = split_batch(batch)
-        inputs = {k: v.to(device) for k, v in inputs.items()} if isinstance(inputs, dict) else inputs.to(device)
+        if isinstance(inputs, dict):
+            inputs = {k: v.to(device) for k, v in inputs.items()}
+        else:
+            inputs = inputs.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             pooled = model.features(inputs)
         feats.append(pooled.float().cpu().numpy())

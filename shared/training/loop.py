@@ -41,7 +41,7 @@ from shared.evaluation.metrics import selection_score
 from shared.regimes.base import Penalty
 from shared.regimes.finetune import set_train_mode
 from shared.training.callbacks import Callback, EarlyStopping, Epoch, FitResult, KeepBest, LoopState, state_copy
-from shared.training.precision import Precision, autocast
+from shared.training.precision import Precision, autocast, to_memory_format, use_channels_last
 
 
 class DivergenceError(RuntimeError):
@@ -97,20 +97,6 @@ def make_accelerator(train: TrainParams, cpu: bool = False, precision: Precision
     if torch.cuda.is_available() and not cpu:
         kwargs["dataloader_config"] = DataLoaderConfiguration(non_blocking=True)
     return Accelerator(mixed_precision=mixed, cpu=cpu, **kwargs)
-
-
-def use_channels_last(train: TrainParams, model: nn.Module, device: torch.device) -> bool:
-    """``train.channels_last`` for image models; ``None`` (auto) means on CUDA only. Never for text."""
-    if getattr(model, "modality", None) != "image":
-        return False
-    return device.type == "cuda" if train.channels_last is None else train.channels_last
-
-
-def to_memory_format(inputs: Any, channels_last: bool) -> Any:
-    """Image batches (4-D tensors) in channels-last layout when asked; anything else unchanged."""
-    if channels_last and isinstance(inputs, torch.Tensor) and inputs.dim() == 4:
-        return inputs.contiguous(memory_format=torch.channels_last)
-    return inputs
 
 
 def make_optimizer(param_groups: list[dict[str, Any]], device: torch.device) -> torch.optim.Optimizer:
@@ -304,7 +290,7 @@ def fit(model: nn.Module, param_groups: list[dict[str, Any]], train_loader: Data
     process runs this, and the history holds losses averaged over all processes' samples.
     """
     device = accelerator.device
-    channels_last = use_channels_last(train, model, device)
+    channels_last = use_channels_last(train.channels_last, model, device)
     if device.type == "cuda":
         if not train.deterministic:
             torch.backends.cudnn.benchmark = True

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,8 @@ from shared.regimes.finetune import count_parameters
 from shared.tracking import log_metrics
 from shared.training.callbacks import Callback, Checkpointing, LogEpochs
 from shared.training.checkpoint import seed_everything
-from shared.training.loop import fit, make_accelerator, predict, to_memory_format, training_device, use_channels_last
-from shared.training.precision import choose_precision, forward_seconds
+from shared.training.loop import fit, make_accelerator, predict, training_device
+from shared.training.precision import choose_precision, forward_seconds, to_memory_format, use_channels_last
 
 
 def class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -61,7 +62,8 @@ def train_network(regime: NetworkRegime[Any], ctx: RegimeContext, out: Path | No
     weights = class_weights(labels, num_classes)
     sample_weights = torch.as_tensor(weights[labels]) if train.loss_weighting == "balanced_sampling" else None
     loss_weights = torch.as_tensor(weights, dtype=torch.float32) if train.loss_weighting == "class_weighted" else None
-    timed_layout = use_channels_last(train, network, training_device())  # ``auto`` times the layout that trains
+    # ``auto`` times the layout that trains
+    timed_layout = use_channels_last(train.channels_last, network, training_device())
 
     def train_batch() -> tuple[Any, torch.Tensor]:  # what ``auto`` times: a batch of the train split
         inputs, labels = timing_batch(make_loader(datasets["train"], train.batch_size, tokenizer=tokenizer))
@@ -85,7 +87,7 @@ def train_network(regime: NetworkRegime[Any], ctx: RegimeContext, out: Path | No
     result = fit(network, prepared.param_groups, train_loader, val_loader, train, accelerator=accelerator,
                  class_weights=loss_weights, callbacks=callbacks, generator=generator, seed=ctx.seed,
                  metric=ctx.metric, penalty=prepared.penalty)
-    channels_last = use_channels_last(train, network, accelerator.device)
+    trained_layout = use_channels_last(train.channels_last, network, accelerator.device)
     # The probabilities evaluate scores are those the package serves (its card records the precision): in
     # ``train.eval_precision``, on the CPU timed on forward passes of the trained model like training was
     network = accelerator.unwrap_model(network, keep_fp32_wrapper=False)  # scoring sets its own autocast
@@ -93,15 +95,21 @@ def train_network(regime: NetworkRegime[Any], ctx: RegimeContext, out: Path | No
 
     def val_batch() -> tuple[Any, torch.Tensor]:  # a median-length batch of the length-sorted validation set
         inputs, labels = timing_batch(make_loader(datasets["validation"], train.batch_size * 2, tokenizer=tokenizer))
-        return to_memory_format(inputs, channels_last), labels
+        return to_memory_format(inputs, trained_layout), labels
 
     scoring = choose_precision(train.eval_precision, device=accelerator.device, model=network,
-                               batch=val_batch, timer=forward_seconds,
+                               batch=val_batch, timer=partial(forward_seconds, channels_last=train.channels_last),
                                key={"phase": "evaluate", "backbone": dp.model.name, "regime": regime.name,
                                     "image_size": dp.model.image_size, "max_length": dp.model.max_length,
-                                    "batch_size": train.batch_size * 2})
+                                    "batch_size": train.batch_size * 2, "bf16_channels_last": use_channels_last(
+                                        train.channels_last, network, accelerator.device, "bf16", forward_only=True)})
+    channels_last = use_channels_last(train.channels_last, network, accelerator.device, scoring.precision,
+                                      forward_only=True)
+    if channels_last != trained_layout:  # bf16 scoring of an image model on the CPU: channels-last
+        network.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     val_probs, val_labels = result.best_val_probs, result.best_val_labels  # the best epoch's, as scored
-    if val_probs is None or val_labels is None or scoring.precision != precision.precision:
+    if (val_probs is None or val_labels is None or scoring.precision != precision.precision
+            or channels_last != trained_layout):
         val_loader = accelerator.prepare(make_loader(datasets["validation"], train.batch_size * 2, **loader_kw))
         val_probs, val_labels, _ = predict(network, val_loader, accelerator, channels_last, scoring.precision)
     test_probs, test_labels, _ = predict(network, test_loader, accelerator, channels_last, scoring.precision)

@@ -16,7 +16,8 @@ from shared.config import DataParams, DomainParams, ModelParams, TrainParams
 from shared.registry import get_regime
 from shared.testing.regimes import tiny_context
 from shared.training import run as training_run
-from shared.training.precision import ROUNDS, SPEEDUP, choose_precision, forward_seconds, step_seconds
+from shared.training.precision import (ROUNDS, SPEEDUP, choose_precision, forward_seconds, step_seconds,
+                                      use_channels_last)
 
 CPU = torch.device("cpu")
 AMX = {"fpu", "avx512f", "amx_bf16", "amx_tile"}
@@ -125,6 +126,39 @@ def test_bf16_scoring_is_recorded_and_close_to_fp32(tmp_path: Path, image_dd: Da
     assert np.abs(probs["bf16"] - probs["fp32"]).max() < 0.05
 
 
+def test_the_layout_follows_the_precision(tiny_image_params: ModelParams, tiny_bert_params: ModelParams) -> None:
+    """Auto (no setting): channels-last on CUDA, and on the CPU for an image model's bf16 forward passes only;
+    fp32 and training keep their layout; text never; a setting wins."""
+    from shared.models import build_model
+
+    image = build_model(tiny_image_params, "image", 2, pretrained=False)
+    text = build_model(tiny_bert_params, "text", 2, pretrained=False)
+    assert use_channels_last(None, image, CPU, "bf16", forward_only=True)
+    assert not use_channels_last(None, image, CPU, "fp32", forward_only=True)
+    assert not use_channels_last(None, image, CPU, "bf16")  # training: no gain measured
+    assert use_channels_last(None, image, torch.device("cuda"))
+    assert not use_channels_last(False, image, CPU, "bf16", forward_only=True)
+    assert use_channels_last(True, image, CPU, "fp32")
+    assert not use_channels_last(None, text, CPU, "bf16", forward_only=True)
+    assert not use_channels_last(True, text, torch.device("cuda"))
+
+
+def test_bf16_forward_timing_runs_channels_last_on_a_copy(tiny_image_params: ModelParams) -> None:
+    from shared.models import build_model
+
+    model = build_model(tiny_image_params, "image", 2, pretrained=False).eval()
+    seen: list[bool] = []  # per pass: the first convolution's input in channels-last layout
+    stem = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    stem.register_forward_hook(lambda m, args, out: seen.append(args[0].is_contiguous(
+        memory_format=torch.channels_last) and not args[0].is_contiguous()))
+    inputs, labels = tiny_batch()
+    for bf16 in (False, True):
+        forward_seconds(model.features, inputs, labels, bf16, steps=1)  # a bound method: its module's copy
+        forward_seconds(model, inputs, labels, bf16, steps=1)
+    assert seen == [False] * 4 + [True] * 4  # two calls of warm-up + one timed pass each
+    assert all(p.is_contiguous() for p in model.parameters())  # the model's own layout is untouched
+
+
 def test_bf16_extraction_gives_float32_features_close_to_fp32(image_dd: DatasetDict,
                                                                tiny_image_params: ModelParams) -> None:
     from shared.data.features import extract_features
@@ -138,8 +172,11 @@ def test_bf16_extraction_gives_float32_features_close_to_fp32(image_dd: DatasetD
     bf16, same = extract_features(model, loader, CPU, "bf16")
     assert bf16.dtype == np.float32 and np.array_equal(labels, same) and np.isfinite(bf16).all()
     assert not np.array_equal(bf16, fp32)
-    cosine = (bf16 * fp32).sum(1) / (np.linalg.norm(bf16, axis=1) * np.linalg.norm(fp32, axis=1))
-    assert cosine.min() > 0.99
+    model.to(memory_format=torch.channels_last)  # what the extract stage runs for bf16 on the CPU
+    last, _ = extract_features(model, loader, CPU, "bf16", channels_last=True)
+    for other in (bf16, last):
+        cosine = (other * fp32).sum(1) / (np.linalg.norm(other, axis=1) * np.linalg.norm(fp32, axis=1))
+        assert cosine.min() > 0.99
 
 
 def test_forward_timing_draws_no_random_numbers() -> None:
