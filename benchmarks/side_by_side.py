@@ -9,6 +9,13 @@ stages' logs, ``repro.log`` beside each checkout's ``dvc.yaml``). With ``--sweep
 ``dvc repro sweep/dvc.yaml`` and the record compares their ``reports/sweep/<DOMAIN>.json`` instead: per
 (regime, fraction) the mean test metric over the seeds with the BEFORE run's seed range, the training
 seconds per regime, and the crossover points.
+
+``python -m benchmarks.side_by_side --run --domains D [D ...] --label L`` makes the two runs itself: two
+fresh projects of the tracked files (under ``--workdir``, default a new temporary folder, kept for
+inspection) with the repository's params for ``D``, the first with every precision forced to ``fp32``
+(``model.extract_precision``, ``train.precision``, ``train.eval_precision``: the path ``auto`` leaves bit
+for bit as it was before precision existed), the second as configured (``auto``) with an empty precision
+cache; ``dvc repro -f`` in one, then in the other, each logged to its ``repro.log``; then the comparison.
 """
 
 from __future__ import annotations
@@ -16,10 +23,15 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import subprocess
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import machine_info, write_result
+import yaml
+
+from benchmarks.common import REPO_ROOT, machine_info, mirror_dir, write_result
 
 EXTRACT = re.compile(r"extract (\S+?)/(train|validation|test): \((\d+), \d+\) at ([\d.]+) items/s")
 
@@ -71,19 +83,68 @@ def compare_sweeps(before: Path, after: Path, domain: str) -> dict[str, Any]:
     return out
 
 
+def forced_fp32(params: dict[str, Any], domains: list[str]) -> dict[str, Any]:
+    """``params`` with every precision of ``domains`` forced to fp32 (extraction, training, scoring)."""
+    out = yaml.safe_load(yaml.safe_dump(params))
+    for domain in domains:
+        out[domain].setdefault("model", {})["extract_precision"] = "fp32"
+        out[domain].setdefault("train", {}).update(precision="fp32", eval_precision="fp32")
+    return out
+
+
+def run_pair(domains: list[str], workdir: Path) -> tuple[Path, Path, dict[str, float]]:
+    """The fp32 and the ``auto`` project of ``domains`` under ``workdir``, each ``dvc repro -f`` one after
+    the other; their folders and wall seconds."""
+    from benchmarks.pipeline import with_domains
+    from benchmarks.repro import _env
+    from shared.testing import projects
+
+    params = with_domains(yaml.safe_load((REPO_ROOT / "params.yaml").read_text()), domains)
+    env = {**_env(), "TRANSFERLAB_MIRROR": str(mirror_dir().resolve())}
+    seconds: dict[str, float] = {}
+    folders = {}
+    for side, side_params in (("before", forced_fp32(params, domains)), ("after", params)):
+        project = projects.make_project(REPO_ROOT, workdir / side, side_params, env)
+        side_env = {**env, "TRANSFERLAB_CACHE": str(workdir / f"{side}-cache")}  # empty: auto measures
+        t0 = time.perf_counter()
+        with (project / "repro.log").open("w") as log:
+            proc = subprocess.run(["dvc", "repro", "-f"], cwd=project, env=side_env, stdout=log,
+                                  stderr=subprocess.STDOUT, text=True)
+        seconds[side] = time.perf_counter() - t0
+        if proc.returncode != 0:
+            raise RuntimeError(f"dvc repro -f in {project} exited {proc.returncode}; see its repro.log")
+        print(f"{side}: {seconds[side]:.1f} s", flush=True)
+        folders[side] = project
+    return folders["before"], folders["after"], seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("before", type=Path)
-    parser.add_argument("after", type=Path)
+    parser.add_argument("before", type=Path, nargs="?")
+    parser.add_argument("after", type=Path, nargs="?")
     parser.add_argument("--label", required=True)
-    parser.add_argument("--seconds", type=float, nargs=2, metavar=("BEFORE", "AFTER"), required=True,
-                        help="wall seconds of each dvc repro -f")
+    parser.add_argument("--seconds", type=float, nargs=2, metavar=("BEFORE", "AFTER"),
+                        help="wall seconds of each dvc repro -f (not with --run)")
     parser.add_argument("--note", default="", help="what ran (commits, params)")
     parser.add_argument("--sweep", metavar="DOMAIN", help="compare the two runs' sweeps of DOMAIN instead")
+    parser.add_argument("--run", action="store_true", help="make both runs: fp32 forced, then auto")
+    parser.add_argument("--domains", nargs="+", help="with --run: the domains of both projects")
+    parser.add_argument("--workdir", type=Path, help="with --run: where the projects go (default: a temporary folder)")
     args = parser.parse_args()
-    seconds = {"before": args.seconds[0], "after": args.seconds[1]}
-    record = compare_sweeps(args.before, args.after, args.sweep) if args.sweep else compare(args.before, args.after)
-    result = {"machine": machine_info(), "note": args.note, "repro_seconds": seconds, **record}
+    if args.run:
+        if not args.domains or args.sweep:
+            parser.error("--run needs --domains (and compares pipelines, not sweeps)")
+        workdir = args.workdir or Path(tempfile.mkdtemp(prefix="transferlab-side-by-side-"))
+        print(f"projects in {workdir}", flush=True)
+        before, after, seconds = run_pair(args.domains, workdir.resolve())
+        note = args.note or f"--run --domains {' '.join(args.domains)}: fp32 forced, then auto (empty cache)"
+    else:
+        if args.before is None or args.after is None or args.seconds is None:
+            parser.error("give BEFORE, AFTER and --seconds, or --run")
+        before, after, note = args.before, args.after, args.note
+        seconds = {"before": args.seconds[0], "after": args.seconds[1]}
+    record = compare_sweeps(before, after, args.sweep) if args.sweep else compare(before, after)
+    result = {"machine": machine_info(), "note": note, "repro_seconds": seconds, **record}
     write_result(f"side-by-side-{args.label}", result)
     print(json.dumps(result, indent=1))
 
