@@ -380,11 +380,11 @@ def e2e(tmp_path: Path, regimes: list[str], started: Repro | None = None) -> Non
 
 def start_default_projects(base: Path) -> dict[str, Repro]:
     """The default suite's two projects in ``base``, their first ``dvc repro`` started side by side:
-    vision + nlp with :data:`DEFAULT_REGIMES`, and every own-data layout and format (:data:`OWN_DATA`) with
-    ``frozen``. ``tests/conftest.py`` calls it when collection ends, so the two run while the rest of the
-    suite does (43 stage processes that mostly import; the suite's other tests mostly use one core)."""
+    vision + nlp with :data:`DEFAULT_REGIMES`, and an image folder and a table (:data:`DEFAULT_OWN_DATA`)
+    with ``frozen``. ``tests/conftest.py`` calls it when collection ends, so the two run while the rest of
+    the suite does (stage processes that mostly import; the suite's other tests mostly use one core)."""
     main = start_main(base / "main", DEFAULT_REGIMES, screened=True)
-    own_dir, sources = own_project(base / "own", list(OWN_DATA), ["frozen"])
+    own_dir, sources = own_project(base / "own", DEFAULT_OWN_DATA, ["frozen"])
     own = Repro(own_dir, repro_timeout(len(expected_stages(project_candidates(own_dir), ["frozen"]))), sources)
     return {"main": main, "own": own}
 
@@ -531,6 +531,9 @@ OWN_DATA = {  # name -> (what make_* writes, the section's data)
 }
 
 
+# The default suite's own-data project: a flat image folder and a CSV table, each with a patient key. Every
+# layout and format is read by tests/domains/test_own.py; the slow variant runs all of them end to end.
+DEFAULT_OWN_DATA = ["skin", "notes"]
 PATIENTS, TABLE_ROWS = 24, 90  # what the generated image folders and tables hold
 
 
@@ -628,10 +631,10 @@ def e2e_own(tmp_path: Path, names: list[str], regimes: list[str], started: Repro
 
 
 def test_own_data_end_to_end(default_projects: dict[str, Repro], tmp_path: Path) -> None:
-    """Every own-data layout and format as a domain: a flat image folder (metadata.csv patient column), an
-    image folder with split folders (group pattern), CSV (patient column), JSONL and Parquet tables; a
-    params section each, no plugin; the frozen probe end to end; editing one image makes fetch@skin stale."""
-    e2e_own(tmp_path, list(OWN_DATA), ["frozen"], default_projects["own"])
+    """Own data as domains, a params section each, no plugin: a flat image folder (metadata.csv patient
+    column) and a CSV table (patient column); the frozen probe end to end; editing one image makes
+    fetch@skin stale (the slow variant: every layout and format)."""
+    e2e_own(tmp_path, DEFAULT_OWN_DATA, ["frozen"], default_projects["own"])
 
 
 @pytest.mark.slow

@@ -182,6 +182,13 @@ class NetworkScorer(Scorer):
                                              aux_logits=card.aux_logits)
         self.model.load_state_dict(load_file(folder / WEIGHTS), strict=True)
         self.model.eval()
+        from shared.training.precision import use_channels_last
+
+        # the layout the test probabilities were computed in: channels-last for an image model's bf16 passes
+        self.channels_last = use_channels_last(None, self.model, torch.device("cpu"), card.precision,  # type: ignore[arg-type]
+                                               forward_only=True)
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         self.image_size = int(self.model.image_size) if isinstance(self.model, ImageClassifier) else 0
         self.tokenizer = load_tokenizer(params) if card.modality == "text" else None
         self.max_length = params.max_length
@@ -209,6 +216,8 @@ class NetworkScorer(Scorer):
         with torch.inference_mode():
             for start in range(0, len(items), self.batch_size):
                 inputs = self.prepare(items[start:start + self.batch_size], start)
+                if self.channels_last:
+                    inputs = inputs.contiguous(memory_format=torch.channels_last)
                 with autocast:
                     logits = self.model(inputs)
                 out.append(logits.float().softmax(-1).numpy())
