@@ -32,13 +32,14 @@ def fresh_store(folder: Path) -> str:
 
 
 def train_tiny_package(folder: Path, modality: Literal["image", "text"], model: ModelParams, dd: DatasetDict,
-                       regime: str, store: str | None = None, precision: Literal["auto", "fp32", "bf16"] = "fp32"
-                       ) -> tuple[Path, np.ndarray]:
+                       regime: str, store: str | None = None, precision: Literal["auto", "fp32", "bf16"] = "fp32",
+                       eval_precision: Literal["auto", "fp32", "bf16"] = "fp32") -> tuple[Path, np.ndarray]:
     """Run ``regime`` on tiny binary data in ``folder`` with a card, in the MLflow store ``store`` (default: a
     new one in ``folder``; the loop logs each epoch); returns the package folder and the run's test
-    probabilities. ``precision`` is the training precision (``train.precision``)."""
+    probabilities. ``precision`` and ``eval_precision`` are ``train.precision`` and ``train.eval_precision``
+    (fp32 by default: ``auto`` would depend on the CPU's bf16 units and timing)."""
     dp = DomainParams(data=DataParams(dataset="tiny"), model=model,
-                      train=TrainParams(epochs=1, batch_size=8, precision=precision))
+                      train=TrainParams(epochs=1, batch_size=8, precision=precision, eval_precision=eval_precision))
     cls = get_regime(regime)
     ctx = tiny_context(dp, modality, dd, folder,
                        model=feature_backbone(model, modality, 2) if cls.needs_features else None)

@@ -9,8 +9,9 @@ are sharded by ``accelerator.prepare``, epoch losses are summed over the process
 predictions are gathered (``gather_for_metrics``), so every process takes the same early-stopping
 decision. Callers write outputs and log from the main process only (:func:`distributed_state`).
 
-GPU fast path (CUDA only; the CPU path is unchanged): channels-last image models and inputs
-(``train.channels_last``, default on for image models on CUDA), optional ``torch.compile``
+GPU fast path (CUDA only): channels-last image models and inputs (``train.channels_last``, default on
+for image models on CUDA; on the CPU only bf16 scoring, :func:`shared.training.precision.use_channels_last`),
+optional ``torch.compile``
 (``train.compile``), non-blocking host-to-device copies from pinned memory, fused AdamW, cuDNN autotuning
 (unless ``train.deterministic``), and no host synchronisation per step: losses accumulate on the device
 and are checked for finiteness every :data:`CUDA_SYNC_EVERY` steps and at the end of each epoch.

@@ -65,6 +65,17 @@ def test_bf16_training_on_cpu_serves_what_was_scored(tmp_path: Path, tiny_bert_p
     np.testing.assert_allclose(scorer.predict_proba(raw_inputs(text_dd["test"])), expected, atol=1e-6, rtol=0)
 
 
+def test_a_bf16_scored_image_package_serves_channels_last_what_was_scored(
+        tmp_path: Path, tiny_image_params: ModelParams, image_dd: DatasetDict, private_store: str) -> None:
+    """bf16 scoring of an image model on the CPU runs channels-last; its package serves in the same layout."""
+    package, expected = train_tiny_package(tmp_path, "image", tiny_image_params, image_dd, "full", private_store,
+                                           eval_precision="bf16")
+    scorer = load_package(package)
+    assert scorer.card.precision == "bf16" and scorer.channels_last  # type: ignore[attr-defined]
+    served = scorer.predict_proba(raw_inputs(image_dd["test"]))
+    np.testing.assert_allclose(served, expected, atol=2e-2, rtol=0)  # bf16 rounding, batches of other sizes
+
+
 def test_wrong_column_says_what_was_expected(tmp_path: Path, tiny_bert_params: ModelParams,
                                              text_dd: DatasetDict, private_store: str) -> None:
     from mlflow.exceptions import MlflowException
