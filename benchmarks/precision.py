@@ -4,7 +4,8 @@ For each case (EfficientNet-Lite0 at the image domains' sizes, MiniLM-L6 at the 
 real pretrained weights, all parameters trainable): the seconds of a training step (AdamW, batch of the
 domain's ``train.batch_size``), of an extraction forward (the frozen features, ``extract_batch_size``) and
 of an evaluation forward (logits, twice the batch), in fp32 and in bf16 autocast (an image model's bf16
-forward passes channels-last, as the stages run them; each the median of 3 of the timers ``auto`` uses, which keep the fastest of 2 after a warm-up), and for each phase what ``auto``
+forward passes channels-last, as the stages run them; each the median of 3 of the timers ``auto`` uses,
+which keep the fastest of 2 after a warm-up), and for each phase what ``auto``
 (:func:`shared.training.precision.choose_precision`; ``train.precision``, ``model.extract_precision``,
 ``train.eval_precision``) picks from its own alternating timing, with the seconds of its pick.
 Then the machine's other levers (:func:`levers`: ``channels_last``, math threads, data-loader workers,

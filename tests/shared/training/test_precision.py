@@ -16,8 +16,14 @@ from shared.config import DataParams, DomainParams, ModelParams, TrainParams
 from shared.registry import get_regime
 from shared.testing.regimes import tiny_context
 from shared.training import run as training_run
-from shared.training.precision import (ROUNDS, SPEEDUP, choose_precision, forward_seconds, step_seconds,
-                                      use_channels_last)
+from shared.training.precision import (
+    ROUNDS,
+    SPEEDUP,
+    choose_precision,
+    forward_seconds,
+    step_seconds,
+    use_channels_last,
+)
 
 CPU = torch.device("cpu")
 AMX = {"fpu", "avx512f", "amx_bf16", "amx_tile"}
