@@ -4,8 +4,8 @@ For each case (EfficientNet-Lite0 at the image domains' sizes, MiniLM-L6 at the 
 real pretrained weights, all parameters trainable): the seconds of a training step (AdamW, batch of the
 domain's ``train.batch_size``), of an extraction forward (the frozen features, ``extract_batch_size``) and
 of an evaluation forward (logits, twice the batch), in fp32 and in bf16 autocast (an image model's bf16
-forward passes channels-last, as the stages run them; each the median of 3 of the timers ``auto`` uses,
-which keep the fastest of 2 after a warm-up), and for each phase what ``auto``
+forward passes channels-last, as the stages run them; each the median of 3 of the timings ``auto`` uses,
+which alternate the precisions and keep the fastest of 3 steps after a warm-up), and for each phase what ``auto``
 (:func:`shared.training.precision.choose_precision`; ``train.precision``, ``model.extract_precision``,
 ``train.eval_precision``) picks from its own alternating timing, with the seconds of its pick.
 Then the machine's other levers (:func:`levers`: ``channels_last``, math threads, data-loader workers,
@@ -30,7 +30,14 @@ from benchmarks.common import cifar_images, machine_info, write_result
 from shared.config import ModelParams
 from shared.data.loaders import make_dataset, make_loader, split_batch
 from shared.models import build_model, load_tokenizer
-from shared.training.precision import BF16_FLAGS, choose_precision, cpu_flags, forward_seconds, step_seconds
+from shared.training.precision import (
+    BF16_FLAGS,
+    Precision,
+    choose_precision,
+    cpu_flags,
+    forward_seconds,
+    step_seconds,
+)
 
 IMAGE = "tf_efficientnet_lite0"
 TEXT = "sentence-transformers/all-MiniLM-L6-v2"
@@ -69,11 +76,11 @@ def case(domain: str, backbone: str, size: int, batch: int, extract_batch: int) 
     for phase, (timer, fn, inputs) in phases.items():
         model.train(phase == "train_step")
         times: dict[str, list[float]] = {"fp32": [], "bf16": []}
-        for _ in range(REPEATS):  # alternated, so that load from elsewhere hits both alike
-            for precision in times:
-                times[precision].append(timer(fn, inputs, labels, precision == "bf16"))
-        for precision, values in times.items():
-            out[f"{phase}_s_{precision}"] = statistics.median(values)
+        for _ in range(REPEATS):  # each timing alternates the precisions, so that load from elsewhere hits both
+            for precision, seconds in timer(fn, inputs, labels, ("fp32", "bf16")).items():
+                times[precision].append(seconds)
+        for name, values in times.items():
+            out[f"{phase}_s_{name}"] = statistics.median(values)
         out[f"{phase}_bf16_speedup"] = out[f"{phase}_s_fp32"] / out[f"{phase}_s_bf16"]
         with tempfile.TemporaryDirectory() as tmp:  # what auto picks from its own (alternating) timing
             choice = choose_precision("auto", device=torch.device("cpu"), model=fn, timer=timer,
@@ -132,19 +139,20 @@ def levers(bf16: bool) -> dict[str, Any]:
     extract_x = _inputs(image, image_params, 128, 128)
     cl_model = copy.deepcopy(image).to(memory_format=torch.channels_last)
     cl_x = x.contiguous(memory_format=torch.channels_last)
-    for precision, use_bf16 in (("fp32", False), ("bf16", True)):
+    for precision in ("fp32", "bf16"):
         image.eval(), cl_model.eval()
         out[f"channels_last_extract_{precision}"] = _alternated({  # the layout forced either way
-            "default": lambda b=use_bf16: forward_seconds(image.features, extract_x, labels, b, channels_last=False),
-            "channels_last": lambda b=use_bf16: forward_seconds(image.features, extract_x, labels, b,
-                                                                channels_last=True)})
+            layout: lambda p=precision, c=layout == "channels_last":
+                forward_seconds(image.features, extract_x, labels, (p,), channels_last=c)[p]
+            for layout in ("default", "channels_last")})
         out[f"channels_last_train_{precision}"] = _alternated({
-            "default": lambda b=use_bf16: step_seconds(image, x, labels, b),
-            "channels_last": lambda b=use_bf16: step_seconds(cl_model, cl_x, labels, b)})
+            "default": lambda p=precision: step_seconds(image, x, labels, (p,))[p],
+            "channels_last": lambda p=precision: step_seconds(cl_model, cl_x, labels, (p,))[p]})
     text_params = ModelParams(backbone=TEXT, max_length=64)
     text = build_model(text_params, "text", 2, pretrained=True)
     text_x, text_labels = _inputs(text, text_params, 64, 32), torch.tensor([i % 2 for i in range(32)])
     threads = torch.get_num_threads()
+    text_precision: Precision = "bf16" if bf16 else "fp32"
 
     def with_threads(n: int, fn: Any) -> float:
         torch.set_num_threads(n)
@@ -155,10 +163,10 @@ def levers(bf16: bool) -> dict[str, Any]:
 
     out["threads_default"] = threads
     out["threads_train_image_fp32"] = _alternated({
-        str(n): lambda n=n: with_threads(n, lambda: step_seconds(image, x, labels, False)) for n in (1, threads)})
+        str(n): lambda n=n: with_threads(n, lambda: step_seconds(image, x, labels)["fp32"]) for n in (1, threads)})
     out["threads_train_text"] = _alternated({
-        str(n): lambda n=n: with_threads(n, lambda: step_seconds(text, text_x, text_labels, bf16))
-        for n in (1, threads)})
+        str(n): lambda n=n: with_threads(n, lambda: step_seconds(text, text_x, text_labels, (text_precision,))[
+            text_precision]) for n in (1, threads)})
     pixels, classes, source = cifar_images(32 * 13)
     split = Dataset.from_dict({"image": [PILImage.fromarray(a) for a in pixels], "label": classes.tolist()},
                               features=Features({"image": Image(), "label": Value("int64")}))
@@ -171,16 +179,17 @@ def levers(bf16: bool) -> dict[str, Any]:
     out["loader_alone_12_batches"] = _loop_seconds(image, loaders[0], False, 12, train=False)
     compiled: Any = torch.compile(copy.deepcopy(text))
     t0 = time.perf_counter()
-    step_seconds(compiled, text_x, text_labels, bf16, steps=1)  # the first step compiles forward and backward
+    step_seconds(compiled, text_x, text_labels, (text_precision,), steps=1)  # the first step compiles fwd + bwd
     out["compile_first_two_steps_s"] = time.perf_counter() - t0
-    steady = _alternated({"eager": lambda: step_seconds(text, text_x, text_labels, bf16),
-                          "compiled": lambda: step_seconds(compiled, text_x, text_labels, bf16)})
+    steady = _alternated({"eager": lambda: step_seconds(text, text_x, text_labels, (text_precision,))[text_precision],
+                          "compiled": lambda: step_seconds(compiled, text_x, text_labels, (text_precision,))[
+                              text_precision]})
     out["compile_step_s"] = steady
     saved = steady["eager"] - steady["compiled"]
     extra = out["compile_first_two_steps_s"] - 2 * steady["compiled"]  # compilation beyond two compiled steps
     out["compile_payback_steps"] = extra / saved if saved > 0 else None
     out["nlp_train_stage_steps"] = 2 * -(-6000 // 32)  # 2 epochs of 6000 sentences at batch 32 (params.yaml)
-    out["compile_precision"] = "bf16" if bf16 else "fp32"
+    out["compile_precision"] = text_precision
     return out
 
 

@@ -73,12 +73,12 @@ def pick_finalists(candidates: list[str], scores: Mapping[str, Scores] | None, s
 
 def epoch_seconds_estimate(model: Any, batch: tuple[Any, Any], steps_per_epoch: int) -> dict[str, float]:
     """Seconds of one full fine-tuning epoch, estimated from timed fp32 AdamW steps of ``model`` on ``batch``
-    (:func:`shared.training.precision.step_seconds`, the fastest of two after a warm-up) times the epoch's
+    (:func:`shared.training.precision.step_seconds`, the fastest of three after a warm-up) times the epoch's
     steps."""
     from shared.training.precision import step_seconds
 
     inputs, labels = batch
-    step = step_seconds(model, inputs, labels, False)
+    step = step_seconds(model, inputs, labels)["fp32"]
     return {"step_seconds": step, "steps_per_epoch": float(steps_per_epoch), "epoch_seconds": step * steps_per_epoch}
 
 

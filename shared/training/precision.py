@@ -4,10 +4,13 @@
 CPUs with bf16 matrix units (Intel AMX ``amx_bf16``, ``avx512_bf16`` on Intel and AMD Zen 4) run bf16
 autocast through oneDNN, which is several times faster for a BERT-style encoder and *slower* for
 depthwise-convolution networks such as EfficientNet-Lite. So ``auto`` on the CPU times a few real
-training steps of the actual model at the actual batch shape in each precision (alternately, keeping the
-fastest step of each) and keeps bf16 only when it is at least :data:`SPEEDUP` times faster. The decision
-is cached per (backbone, regime, input shape, CPU flags, torch version) in :func:`cache_file`, outside the
-DVC outputs. Without bf16 units ``auto`` is fp32 without measuring; on CUDA it is bf16 (the GPU path).
+training steps of the actual model at the actual batch shape in each precision (alternately on one copy,
+keeping the fastest step of each) and keeps bf16 only when it is at least :data:`SPEEDUP` times faster.
+The decision is cached per (backbone, network and trainable parameters (:func:`model_signature`), input
+shape, CPU flags, torch version) in :func:`cache_file`, outside the DVC outputs: regimes that train the same
+parameters of the same network (full, scratch, l2sp) share one measurement, and every regime that scores
+the same network shares one for evaluation. Without bf16 units ``auto`` is fp32 without measuring; on CUDA
+it is bf16 (the GPU path).
 The loss, the metrics and the probe are never autocast (``shared.training.loop`` computes the loss in
 fp32 from the logits).
 
@@ -26,7 +29,7 @@ import copy
 import json
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -40,8 +43,7 @@ from shared.training.checkpoint import capture_rng_state, restore_rng_state
 
 Precision = Literal["fp32", "bf16"]
 SPEEDUP = 1.15  # bf16 must be at least this much faster to be chosen
-TIMED_STEPS = 2  # per timing, after one warm-up step
-ROUNDS = 2  # timings per precision, alternated so that load from elsewhere hits both alike
+TIMED_STEPS = 3  # timed steps per precision, alternated, after one warm-up step in each
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
@@ -91,6 +93,16 @@ def use_channels_last(setting: bool | None, model: nn.Module, device: torch.devi
     return device.type == "cuda" or (forward_only and precision == "bf16")
 
 
+def model_signature(model: nn.Module, *, trainable: bool = True) -> dict[str, Any]:
+    """What a timing of ``model`` depends on besides the backbone and the input shape, for the cache key: its
+    class and parameter count, and (for training steps, ``trainable``) how many of them train."""
+    params = list(model.parameters())
+    signature: dict[str, Any] = {"module": type(model).__name__, "parameters": sum(p.numel() for p in params)}
+    if trainable:
+        signature["trainable"] = sum(p.numel() for p in params if p.requires_grad)
+    return signature
+
+
 def to_memory_format(inputs: Any, channels_last: bool) -> Any:
     """Image batches (4-D tensors) in channels-last layout when asked; anything else unchanged."""
     if channels_last and isinstance(inputs, torch.Tensor) and inputs.dim() == 4:
@@ -98,53 +110,62 @@ def to_memory_format(inputs: Any, channels_last: bool) -> Any:
     return inputs
 
 
-def step_seconds(model: nn.Module, inputs: Any, labels: torch.Tensor, bf16: bool, steps: int = TIMED_STEPS
-                 ) -> float:
-    """Seconds of the fastest of ``steps`` AdamW training steps (forward, fp32 loss, backward, update) of a
-    copy of ``model`` on one batch, after a warm-up step, with bf16 CPU autocast or without; the model and
-    RNG streams are untouched. The minimum, not the median: on a shared machine it is the least disturbed."""
+def step_seconds(model: nn.Module, inputs: Any, labels: torch.Tensor, precisions: Sequence[Precision] = ("fp32",),
+                 steps: int = TIMED_STEPS) -> dict[Precision, float]:
+    """Seconds per AdamW training step (forward, fp32 loss, backward, update) of one copy of ``model`` on one
+    batch in each of ``precisions`` (bf16 CPU autocast or none): a warm-up step in each, then ``steps``
+    rounds that alternate the precisions step by step, so that load from elsewhere hits them alike; the
+    fastest step of each (on a shared machine the least disturbed). The model and RNG streams are untouched.
+    """
     rng = capture_rng_state()
     trial = copy.deepcopy(model)
     trial.train()
     optimizer = torch.optim.AdamW([p for p in trial.parameters() if p.requires_grad], lr=1e-6)
-    times = []
+    times: dict[Precision, list[float]] = {p: [] for p in precisions}
     try:
         for _ in range(steps + 1):
-            t0 = time.perf_counter()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                outputs = trial(inputs)
-            logits = outputs[0] if isinstance(outputs, (tuple, list)) else outputs
-            loss = F.cross_entropy(logits.float(), labels)
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            times.append(time.perf_counter() - t0)
+            for precision, seconds in times.items():
+                t0 = time.perf_counter()
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                    outputs = trial(inputs)
+                logits = outputs[0] if isinstance(outputs, (tuple, list)) else outputs
+                loss = F.cross_entropy(logits.float(), labels)
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                seconds.append(time.perf_counter() - t0)
     finally:
         restore_rng_state(rng)
-    return min(times[1:])
+    return {p: min(t[1:]) for p, t in times.items()}
 
 
 @torch.no_grad()
-def forward_seconds(model: Callable[[Any], Any], inputs: Any, labels: torch.Tensor, bf16: bool,
-                    steps: int = TIMED_STEPS, channels_last: bool | None = None) -> float:
-    """Seconds of the fastest of ``steps`` no-grad forward passes of ``model`` (a module in eval mode, or a
-    bound method of one such as its ``features``) on one batch, after a warm-up pass, with bf16 CPU autocast
-    or without (``labels`` unused: the signature of :func:`step_seconds`), in the layout that precision runs
-    in (:func:`use_channels_last` with the setting ``channels_last``: then on a channels-last copy of the
-    module, the model itself untouched). A forward pass draws no random numbers in eval mode."""
+def forward_seconds(model: Callable[[Any], Any], inputs: Any, labels: torch.Tensor,
+                    precisions: Sequence[Precision] = ("fp32",), steps: int = TIMED_STEPS,
+                    channels_last: bool | None = None) -> dict[Precision, float]:
+    """Seconds per no-grad forward pass of ``model`` (a module in eval mode, or a bound method of one such as
+    its ``features``) on one batch in each of ``precisions``, alternated as in :func:`step_seconds` (``labels``
+    unused: the same signature). Each precision runs in its layout (:func:`use_channels_last` with the
+    setting ``channels_last``): a channels-last one on a channels-last copy of the module, the model itself
+    untouched. A forward pass draws no random numbers in eval mode."""
     module = getattr(model, "__self__", model)  # the module of a bound method
-    if (isinstance(module, nn.Module) and isinstance(inputs, torch.Tensor)
-            and use_channels_last(channels_last, module, inputs.device, "bf16" if bf16 else "fp32", forward_only=True)):
-        twin = copy.deepcopy(module).to(memory_format=torch.channels_last)
-        model = twin if module is model else getattr(twin, model.__name__)  # type: ignore[attr-defined]
-        inputs = to_memory_format(inputs, True)
-    times = []
+    twin: nn.Module | None = None
+    runs: dict[Precision, tuple[Callable[[Any], Any], Any]] = {}
+    for precision in precisions:
+        runs[precision] = (model, inputs)
+        if (isinstance(module, nn.Module) and isinstance(inputs, torch.Tensor)
+                and use_channels_last(channels_last, module, inputs.device, precision, forward_only=True)):
+            twin = twin or copy.deepcopy(module).to(memory_format=torch.channels_last)
+            fn = twin if module is model else getattr(twin, model.__name__)  # type: ignore[attr-defined]
+            runs[precision] = (fn, to_memory_format(inputs, True))
+    times: dict[Precision, list[float]] = {p: [] for p in precisions}
     for _ in range(steps + 1):
-        t0 = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            model(inputs)
-        times.append(time.perf_counter() - t0)
-    return min(times[1:])
+        for precision, (fn, batch) in runs.items():
+            t0 = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                fn(batch)
+            times[precision].append(time.perf_counter() - t0)
+    return {p: min(t[1:]) for p, t in times.items()}
 
 
 def autocast(device: torch.device, precision: Precision) -> torch.autocast:
@@ -152,7 +173,7 @@ def autocast(device: torch.device, precision: Precision) -> torch.autocast:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
-Timer = Callable[[Any, Any, torch.Tensor, bool], float]
+Timer = Callable[[Any, Any, torch.Tensor, Sequence[Precision]], Mapping[Precision, float]]
 
 
 def choose_precision(requested: Literal["fp32", "bf16", "auto"], *, device: torch.device,
@@ -193,11 +214,8 @@ def choose_precision(requested: Literal["fp32", "bf16", "auto"], *, device: torc
         inputs, labels = batch()
     finally:
         restore_rng_state(rng)
-    fp32_times, bf16_times = [], []
-    for _ in range(ROUNDS):
-        fp32_times.append(timer(model, inputs, labels, False))
-        bf16_times.append(timer(model, inputs, labels, True))
-    fp32, bf16 = min(fp32_times), min(bf16_times)
+    seconds = timer(model, inputs, labels, ("fp32", "bf16"))
+    fp32, bf16 = seconds["fp32"], seconds["bf16"]
     choice = PrecisionChoice("bf16" if fp32 >= SPEEDUP * bf16 else "fp32", "measured", fp32, bf16)
     known[entry] = {"precision": choice.precision, "fp32_step_seconds": fp32, "bf16_step_seconds": bf16}
     write_json(cache, known)

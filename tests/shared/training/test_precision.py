@@ -17,10 +17,10 @@ from shared.registry import get_regime
 from shared.testing.regimes import tiny_context
 from shared.training import run as training_run
 from shared.training.precision import (
-    ROUNDS,
     SPEEDUP,
     choose_precision,
     forward_seconds,
+    model_signature,
     step_seconds,
     use_channels_last,
 )
@@ -33,10 +33,10 @@ def tiny_batch() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 1, 0, 1])
 
 
-def timer_with(fp32: float, bf16: float, calls: list[bool]) -> Any:
-    def timer(model: Any, inputs: Any, labels: Any, use_bf16: bool) -> float:
-        calls.append(use_bf16)
-        return bf16 if use_bf16 else fp32
+def timer_with(fp32: float, bf16: float, calls: list[tuple[str, ...]]) -> Any:
+    def timer(model: Any, inputs: Any, labels: Any, precisions: Any) -> dict[str, float]:
+        calls.append(tuple(precisions))
+        return {p: {"fp32": fp32, "bf16": bf16}[p] for p in precisions}
     return timer
 
 
@@ -47,26 +47,43 @@ def timer_with(fp32: float, bf16: float, calls: list[bool]) -> Any:
 ])
 def test_auto_keeps_bf16_only_when_it_measures_fast_enough(tmp_path: Path, fp32: float, bf16: float,
                                                            expected: str) -> None:
-    calls: list[bool] = []
+    calls: list[tuple[str, ...]] = []
     choice = choose_precision("auto", device=CPU, model=torch.nn.Linear(2, 2), batch=tiny_batch, key={"m": 1},
                               flags=AMX, timer=timer_with(fp32, bf16, calls), cache=tmp_path / "p.json")
-    assert (choice.precision, choice.reason) == (expected, "measured") and calls == [False, True] * ROUNDS
+    assert (choice.precision, choice.reason) == (expected, "measured") and calls == [("fp32", "bf16")]
     assert (choice.fp32_step_seconds, choice.bf16_step_seconds) == (fp32, bf16)
     record = choice.record()
     assert record["precision"] == expected and record["precision_fp32_step_seconds"] == fp32
 
 
 def test_the_choice_is_cached_per_key_and_cpu(tmp_path: Path) -> None:
-    cache, calls = tmp_path / "p.json", []
+    cache, calls = tmp_path / "p.json", list[tuple[str, ...]]()
     timer = timer_with(1.0, 0.2, calls)
     first = choose_precision("auto", device=CPU, model=torch.nn.Linear(2, 2), batch=tiny_batch, key={"m": 1},
                              flags=AMX, timer=timer, cache=cache)
     again = choose_precision("auto", device=CPU, model=torch.nn.Linear(2, 2), batch=tiny_batch, key={"m": 1},
                              flags=AMX, timer=timer, cache=cache)
-    assert (first.reason, again.reason, again.precision, len(calls)) == ("measured", "cached", "bf16", 2 * ROUNDS)
+    assert (first.reason, again.reason, again.precision, len(calls)) == ("measured", "cached", "bf16", 1)
     other = choose_precision("auto", device=CPU, model=torch.nn.Linear(2, 2), batch=tiny_batch, key={"m": 2},
                              flags=AMX, timer=timer, cache=cache)
-    assert other.reason == "measured" and len(calls) == 4 * ROUNDS  # another model / shape: measured anew
+    assert other.reason == "measured" and len(calls) == 2  # another model / shape: measured anew
+
+
+def test_the_cache_key_names_the_network_and_what_trains(tiny_image_params: ModelParams) -> None:
+    """Regimes that train the same parameters of the same network share a training measurement; scoring
+    shares one whatever trained; another network does not."""
+    from shared.models import build_model
+
+    model = build_model(tiny_image_params, "image", 2, pretrained=False)
+    full = model_signature(model)
+    assert full == model_signature(build_model(tiny_image_params, "image", 2, pretrained=False))  # scratch
+    scored = model_signature(model, trainable=False)
+    for name, p in model.named_parameters():  # a partial / linear-probe regime's trainable set: the head
+        if not name.startswith(model.head_name):
+            p.requires_grad_(False)
+    assert model_signature(model)["trainable"] < full["trainable"]
+    assert model_signature(model, trainable=False) == scored and "trainable" not in scored
+    assert model_signature(build_model(tiny_image_params, "image", 3, pretrained=False), trainable=False) != scored
 
 
 def test_without_bf16_units_auto_is_fp32_and_measures_nothing(tmp_path: Path) -> None:
@@ -90,8 +107,8 @@ def test_timing_leaves_the_model_and_the_rng_streams_alone() -> None:
     expected = torch.rand(3)
     torch.manual_seed(123)
     inputs, labels = tiny_batch()
-    for bf16 in (False, True):
-        assert step_seconds(model, inputs, labels, bf16, steps=1) > 0
+    seconds = step_seconds(model, inputs, labels, ("fp32", "bf16"), steps=1)
+    assert set(seconds) == {"fp32", "bf16"} and min(seconds.values()) > 0
     assert torch.equal(torch.rand(3), expected)  # dropout in the timed steps drew nothing from the run's stream
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
@@ -158,10 +175,9 @@ def test_bf16_forward_timing_runs_channels_last_on_a_copy(tiny_image_params: Mod
     stem.register_forward_hook(lambda m, args, out: seen.append(args[0].is_contiguous(
         memory_format=torch.channels_last) and not args[0].is_contiguous()))
     inputs, labels = tiny_batch()
-    for bf16 in (False, True):
-        forward_seconds(model.features, inputs, labels, bf16, steps=1)  # a bound method: its module's copy
-        forward_seconds(model, inputs, labels, bf16, steps=1)
-    assert seen == [False] * 4 + [True] * 4  # two calls of warm-up + one timed pass each
+    forward_seconds(model.features, inputs, labels, ("fp32", "bf16"), steps=1)  # a bound method: its module's copy
+    forward_seconds(model, inputs, labels, ("fp32", "bf16"), steps=1)
+    assert seen == [False, True] * 4  # per call: warm-up and one timed pass, alternated
     assert all(p.is_contiguous() for p in model.parameters())  # the model's own layout is untouched
 
 
@@ -191,6 +207,6 @@ def test_forward_timing_draws_no_random_numbers() -> None:
     torch.manual_seed(7)
     expected = torch.rand(3)
     torch.manual_seed(7)
-    assert all(forward_seconds(model, inputs, labels, bf16, steps=1) > 0 for bf16 in (False, True))
+    assert min(forward_seconds(model, inputs, labels, ("fp32", "bf16"), steps=1).values()) > 0
     assert torch.equal(torch.rand(3), expected)
 
