@@ -9,7 +9,8 @@ which alternate the precisions and keep the fastest of 3 steps after a warm-up),
 (:func:`shared.training.precision.choose_precision`; ``train.precision``, ``model.extract_precision``,
 ``train.eval_precision``) picks from its own alternating timing, with the seconds of its pick.
 Then the machine's other levers (:func:`levers`: ``channels_last``, math threads, data-loader workers,
-``torch.compile``). Writes ``benchmarks/results/precision.json`` with the CPU model and its bf16 flags.
+``torch.compile``), and what bounds bf16's gain (:func:`ceiling`). Writes ``benchmarks/results/precision.json``
+with the CPU model and its bf16 flags.
 """
 
 from __future__ import annotations
@@ -193,12 +194,71 @@ def levers(bf16: bool) -> dict[str, Any]:
     return out
 
 
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+
+
+def ceiling() -> dict[str, Any]:
+    """What bounds bf16's gain on this CPU: the bf16/fp32 ratio of a plain matrix product at MiniLM-L6's
+    shapes for the nlp batch (2048 tokens x 384 x 1536 and back; the fastest of 20 after 3 warm-ups), and
+    where a MiniLM-L6 training step (nlp: batch 32, 64 tokens) spends its time in each precision, from
+    ``torch.profiler`` over two steps after two warm-ups: matrix products, dropout's random masks
+    (``aten::bernoulli_``, fp32 either way), the AdamW update, and the rest."""
+    from torch.profiler import ProfilerActivity, profile
+
+    out: dict[str, Any] = {}
+    gen = torch.Generator().manual_seed(0)
+    for m, k, n in ((2048, 384, 1536), (2048, 1536, 384)):
+        a, b = torch.randn(m, k, generator=gen), torch.randn(k, n, generator=gen)
+        row: dict[str, float] = {}
+        for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+            x, y = a.to(dtype), b.to(dtype)
+            times = []
+            for _ in range(23):
+                t0 = time.perf_counter()
+                torch.mm(x, y)
+                times.append(time.perf_counter() - t0)
+            row[f"gflops_{precision}"] = 2 * m * k * n / min(times[3:]) / 1e9
+        row["bf16_speedup"] = row["gflops_bf16"] / row["gflops_fp32"]
+        out[f"matmul_{m}x{k}x{n}"] = row
+    params = ModelParams(backbone=TEXT, max_length=64)
+    torch.manual_seed(0)
+    model = build_model(params, "text", 2, pretrained=True).train()
+    x, labels = _inputs(model, params, 64, 32), torch.tensor([i % 2 for i in range(32)])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
+
+    def step(bf16: bool) -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(x)
+        F.cross_entropy(logits.float(), labels).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for precision in ("fp32", "bf16"):
+        for _ in range(2):
+            step(precision == "bf16")
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(2):
+                step(precision == "bf16")
+        events = prof.key_averages()
+        total = sum(e.self_cpu_time_total for e in events)
+        parts = {"matmul": sum(e.self_cpu_time_total for e in events if e.key in MATMUL_OPS),
+                 "dropout_rng": sum(e.self_cpu_time_total for e in events if e.key == "aten::bernoulli_"),
+                 "adamw": sum(e.cpu_time_total for e in events if e.key.startswith("Optimizer.step#AdamW"))}
+        parts["other"] = total - sum(parts.values())
+        out[f"nlp_train_step_{precision}"] = {"step_seconds": total / 2 / 1e6,
+                                              **{f"{k}_seconds": v / 2 / 1e6 for k, v in parts.items()}}
+    fp32, bf16 = out["nlp_train_step_fp32"], out["nlp_train_step_bf16"]
+    out["nlp_train_step_bf16_speedup"] = fp32["step_seconds"] / bf16["step_seconds"]
+    out["nlp_train_step_matmul_bf16_speedup"] = fp32["matmul_seconds"] / bf16["matmul_seconds"]
+    return out
+
+
 def run(name: str = "precision") -> dict[str, Any]:
     """Every case and the other levers; the result file ``benchmarks/results/<name>.json``."""
     t0 = time.perf_counter()
     flags = sorted(f for f in BF16_FLAGS if f in cpu_flags())
     results = {"machine": {**machine_info(), "bf16_flags": flags}, "cases": [case(*c) for c in CASES],
-               "levers": levers(bf16=bool(flags))}
+               "levers": levers(bf16=bool(flags)), "ceiling": ceiling()}
     results["seconds"] = time.perf_counter() - t0
     write_result(name, results)
     return results
