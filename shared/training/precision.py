@@ -155,7 +155,8 @@ def forward_seconds(model: Callable[[Any], Any], inputs: Any, labels: torch.Tens
         runs[precision] = (model, inputs)
         if (isinstance(module, nn.Module) and isinstance(inputs, torch.Tensor)
                 and use_channels_last(channels_last, module, inputs.device, precision, forward_only=True)):
-            twin = twin or copy.deepcopy(module).to(memory_format=torch.channels_last)
+            if twin is None:
+                twin = copy.deepcopy(module).to(memory_format=torch.channels_last)
             fn = twin if module is model else getattr(twin, model.__name__)  # type: ignore[attr-defined]
             runs[precision] = (fn, to_memory_format(inputs, True))
     times: dict[Precision, list[float]] = {p: [] for p in precisions}
