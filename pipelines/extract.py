@@ -21,7 +21,7 @@ from shared.data.loaders import make_dataset, make_loader, timing_batch
 from shared.files.atomic import write_json
 from shared.files.imports import digest_files
 from shared.models import feature_backbone, load_tokenizer, source_classes
-from shared.training.precision import choose_precision, forward_seconds, use_channels_last
+from shared.training.precision import choose_precision, forward_layouts, forward_seconds, use_channels_last
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         batch=lambda: timing_batch(loaders["train"]),  # a median-length batch
         key={"phase": "extract", "backbone": model_params.name, "image_size": model_params.image_size,
              "max_length": model_params.max_length, "batch_size": model_params.extract_batch_size,
-             "bf16_channels_last": use_channels_last(None, model, device, "bf16", forward_only=True)},
+             **forward_layouts(None, model, device)},
         timer=forward_seconds)
     channels_last = use_channels_last(None, model, device, precision.precision, forward_only=True)
     if channels_last:

@@ -7,10 +7,10 @@ depthwise-convolution networks such as EfficientNet-Lite. So ``auto`` on the CPU
 training steps of the actual model at the actual batch shape in each precision (alternately on one copy,
 keeping the fastest step of each) and keeps bf16 only when it is at least :data:`SPEEDUP` times faster.
 The decision is cached per (backbone, network and trainable parameters (:func:`model_signature`), input
-shape, CPU flags, torch version) in :func:`cache_file`, outside the DVC outputs: regimes that train the same
-parameters of the same network (full, scratch, l2sp) share one measurement, and every regime that scores
-the same network shares one for evaluation. Without bf16 units ``auto`` is fp32 without measuring; on CUDA
-it is bf16 (the GPU path).
+shape, memory layout, CPU flags, torch version) in :func:`cache_file`, outside the DVC outputs: regimes that
+train the same parameters of the same network (full, scratch, l2sp, lp_ft) share one measurement, and every
+regime that scores the same network shares one for evaluation. Without bf16 units ``auto`` is fp32 without
+measuring; on CUDA it is bf16 (the GPU path).
 The loss, the metrics and the probe are never autocast (``shared.training.loop`` computes the loss in
 fp32 from the logits).
 
@@ -91,6 +91,13 @@ def use_channels_last(setting: bool | None, model: nn.Module, device: torch.devi
     if setting is not None:
         return setting
     return device.type == "cuda" or (forward_only and precision == "bf16")
+
+
+def forward_layouts(setting: bool | None, model: nn.Module, device: torch.device) -> dict[str, bool]:
+    """The layout each precision's forward passes run in (:func:`use_channels_last`), for the cache key of a
+    forward timing (:func:`forward_seconds`): ``{"fp32_channels_last": ..., "bf16_channels_last": ...}``."""
+    return {f"{p}_channels_last": use_channels_last(setting, model, device, p, forward_only=True)
+            for p in ("fp32", "bf16")}
 
 
 def model_signature(model: nn.Module, *, trainable: bool = True) -> dict[str, Any]:

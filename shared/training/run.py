@@ -29,6 +29,7 @@ from shared.training.checkpoint import seed_everything
 from shared.training.loop import fit, make_accelerator, predict, training_device
 from shared.training.precision import (
     choose_precision,
+    forward_layouts,
     forward_seconds,
     model_signature,
     to_memory_format,
@@ -80,7 +81,7 @@ def train_network(regime: NetworkRegime[Any], ctx: RegimeContext, out: Path | No
     precision = choose_precision(train.precision, device=training_device(), model=network, batch=train_batch,
                                  key={"backbone": dp.model.name, **model_signature(network),
                                       "image_size": dp.model.image_size, "max_length": dp.model.max_length,
-                                      "batch_size": train.batch_size})
+                                      "batch_size": train.batch_size, "channels_last": timed_layout})
     accelerator = make_accelerator(train, precision=precision.precision)
     loader_kw = {"tokenizer": tokenizer, "num_workers": train.num_workers,
                  "pin_memory": accelerator.device.type == "cuda"}
@@ -103,13 +104,12 @@ def train_network(regime: NetworkRegime[Any], ctx: RegimeContext, out: Path | No
         inputs, labels = timing_batch(make_loader(datasets["validation"], train.batch_size * 2, tokenizer=tokenizer))
         return to_memory_format(inputs, trained_layout), labels
 
-    bf16_layout = use_channels_last(train.channels_last, network, accelerator.device, "bf16", forward_only=True)
     scoring = choose_precision(train.eval_precision, device=accelerator.device, model=network,
                                batch=val_batch, timer=partial(forward_seconds, channels_last=train.channels_last),
                                key={"phase": "evaluate", "backbone": dp.model.name,
                                     **model_signature(network, trainable=False), "image_size": dp.model.image_size,
                                     "max_length": dp.model.max_length, "batch_size": train.batch_size * 2,
-                                    "bf16_channels_last": bf16_layout})
+                                    **forward_layouts(train.channels_last, network, accelerator.device)})
     channels_last = use_channels_last(train.channels_last, network, accelerator.device, scoring.precision,
                                       forward_only=True)
     if channels_last != trained_layout:  # bf16 scoring of an image model on the CPU: channels-last

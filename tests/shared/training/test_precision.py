@@ -4,6 +4,7 @@ a ``precision: bf16`` run trains and reports finite metrics."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from shared.testing.regimes import tiny_context
 from shared.training import run as training_run
 from shared.training.precision import (
     SPEEDUP,
+    PrecisionChoice,
     choose_precision,
     forward_seconds,
     model_signature,
@@ -84,6 +86,32 @@ def test_the_cache_key_names_the_network_and_what_trains(tiny_image_params: Mode
     assert model_signature(model)["trainable"] < full["trainable"]
     assert model_signature(model, trainable=False) == scored and "trainable" not in scored
     assert model_signature(build_model(tiny_image_params, "image", 3, pretrained=False), trainable=False) != scored
+
+
+@pytest.mark.parametrize("phase", ["train", "evaluate"])
+def test_a_forced_layout_is_measured_on_its_own(tmp_path: Path, image_dd: DatasetDict, phase: str,
+                                                tiny_image_params: ModelParams,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """``train.channels_last: true`` times (and caches) the layout it runs in, not the default layout's
+    decision; forcing the layout the default already trains in (off on the CPU) shares its training decision."""
+    keys: dict[bool | None, str] = {}
+    layout: bool | None = None
+
+    def spy(requested: str, **kwargs: Any) -> PrecisionChoice:
+        if kwargs["key"].get("phase", "train") == phase:
+            keys[layout] = json.dumps(kwargs["key"], sort_keys=True)
+        return PrecisionChoice("fp32", "asked")
+
+    monkeypatch.setattr(training_run, "choose_precision", spy)
+    monkeypatch.setattr(training_run, "log_metrics", lambda *args, **kwargs: None)
+    for layout in (None, True, False):
+        dp = DomainParams(data=DataParams(dataset="tiny"), model=tiny_image_params,
+                          train=TrainParams(epochs=1, batch_size=8, channels_last=layout))
+        ctx = tiny_context(dp, "image", image_dd, tmp_path / str(layout))
+        (tmp_path / str(layout) / "out").mkdir(parents=True)
+        training_run.run_regime(get_regime("full").for_domain(dp), ctx, tmp_path / str(layout) / "out")
+    assert keys[None] != keys[True]
+    assert (keys[None] == keys[False]) is (phase == "train")  # scoring's default runs bf16 channels-last
 
 
 def test_without_bf16_units_auto_is_fp32_and_measures_nothing(tmp_path: Path) -> None:
