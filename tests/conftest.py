@@ -152,6 +152,13 @@ def _checkout_untouched() -> Iterator[None]:
     assert after <= before, f"the tests wrote {sorted(after - before)} into {REPO_ROOT}"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The default end-to-end tests last (otherwise in order): the first ``dvc repro`` of their projects, started
+    when collection ends (:func:`pytest_collection_finish`), then runs beside every other test instead of the
+    suite waiting for it halfway."""
+    items.sort(key=lambda item: "default_projects" in getattr(item, "fixturenames", ()))
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     """When the default end-to-end tests are selected, start their two projects' first ``dvc repro`` now,
     in the background (``tests/test_e2e.py``: :func:`start_default_projects`): their ~45 stage processes
