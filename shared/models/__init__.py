@@ -11,11 +11,15 @@ Images enter as uint8 tensors (B, 3, H, W); text as a tokenizer batch.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from shared.config import ModelParams
 from shared.models.base import Classifier
-from shared.models.image import ImageClassifier
 from shared.models.text import TextClassifier, load_tokenizer
 from shared.models.weights import WeightsUnavailableError
+
+if TYPE_CHECKING:
+    from shared.models.image import ImageClassifier
 
 __all__ = ["AUX_LOSS_WEIGHTS", "FEATURE_SEED", "Classifier", "ImageClassifier", "TextClassifier",
            "WeightsUnavailableError", "aux_loss_weight", "build_model", "feature_backbone", "load_tokenizer",
@@ -37,6 +41,8 @@ def build_model(params: ModelParams, modality: str, num_classes: int, *, pretrai
     """Create the classifier for ``modality`` (``pretrained`` and ``params.pretrained`` must both hold)."""
     use_pretrained = pretrained and params.pretrained
     if modality == "image":
+        from shared.models.image import ImageClassifier
+
         _register_project_models()
         kwargs = {"aux_logits": True} if aux_logits else {}
         return ImageClassifier(params, num_classes, use_pretrained, **kwargs)
@@ -79,3 +85,13 @@ def _register_project_models() -> None:
         import shared.models.googlenet  # noqa: F401
     except ImportError:
         pass
+
+
+def __getattr__(name: str) -> Any:
+    """``ImageClassifier`` on first use: timm (and the torchvision it imports, 1.8 s) loads only in processes
+    that build or check an image model, not in every text stage."""
+    if name == "ImageClassifier":
+        from shared.models.image import ImageClassifier
+
+        return ImageClassifier
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

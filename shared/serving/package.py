@@ -172,7 +172,7 @@ class NetworkScorer(Scorer):
         from safetensors.torch import load_file
 
         from shared.config import ModelParams
-        from shared.models import ImageClassifier, build_model, load_tokenizer
+        from shared.models import build_model, load_tokenizer
 
         settings = dict(card.model)
         if card.modality == "text":
@@ -189,7 +189,7 @@ class NetworkScorer(Scorer):
                                                forward_only=True)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.image_size = int(self.model.image_size) if isinstance(self.model, ImageClassifier) else 0
+        self.image_size = int(getattr(self.model, "image_size", 0))  # an image model's input size; 0 for text
         self.tokenizer = load_tokenizer(params) if card.modality == "text" else None
         self.max_length = params.max_length
         self.batch_size = batch_size
