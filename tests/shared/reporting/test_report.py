@@ -336,6 +336,7 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 120)
     raise TimeoutError(f"mlflow server at {url} not healthy after {timeout} s")
 
 
+@pytest.mark.slow  # a real `mlflow server` and HTTP logging: 30 s alone, 50-60 s beside the default suite's e2e repro
 def test_report_rebuilt_from_tracking_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Runs logged over HTTP by train-like runs + the evaluate stage; `transferlab compare --tracking-uri`
     rebuilds the same comparison.json as compare over the local files."""
