@@ -5,7 +5,9 @@ BEFORE and AFTER are project checkouts (say the commit before a change and the c
 ``benchmarks/results/side-by-side-<label>.json``: per (domain, regime) the test primary metric with its 95%
 CI, the training seconds and the precision of each run, whether the AFTER metric lies inside the BEFORE
 run's CI, the winner of each domain in each, and the extraction throughput of each candidate (from the
-stages' logs, ``repro.log`` beside each checkout's ``dvc.yaml``). With ``--sweep DOMAIN`` the two runs were
+stages' logs, ``repro.log`` beside each checkout's ``dvc.yaml``) and, where both checkouts hold a ``stages.json``
+(each stage's wall seconds, which ``--run`` writes), every stage's wall in each run and the stages that were
+slower after. With ``--sweep DOMAIN`` the two runs were
 ``dvc repro sweep/dvc.yaml`` and the record compares their ``reports/sweep/<DOMAIN>.json`` instead: per
 (regime, fraction) the mean test metric over the seeds with the BEFORE run's seed range, the training
 seconds per regime, and the crossover points.
@@ -15,7 +17,9 @@ fresh projects of the tracked files (under ``--workdir``, default a new temporar
 inspection) with the repository's params for ``D``, the first with every precision forced to ``fp32``
 (``model.extract_precision``, ``train.precision``, ``train.eval_precision``: the path ``auto`` leaves bit
 for bit as it was before precision existed), the second as configured (``auto``) with an empty precision
-cache; ``dvc repro -f`` in one, then in the other, each logged to its ``repro.log``; then the comparison.
+cache; ``dvc repro -f`` in one, then in the other, each logged to its ``repro.log`` with its stages' walls in
+``stages.json`` (from the moment DVC prints ``Running stage`` to the next stage's, or to the end); then the
+comparison.
 """
 
 from __future__ import annotations
@@ -34,11 +38,50 @@ import yaml
 from benchmarks.common import REPO_ROOT, machine_info, mirror_dir, write_result
 
 EXTRACT = re.compile(r"extract (\S+?)/(train|validation|test): \((\d+), \d+\) at ([\d.]+) items/s")
+STAGE_START = re.compile(rb"^Running stage '([^']+)':")
 
 
 def _rows(project: Path) -> dict[str, dict[str, Any]]:
     rows = json.loads((project / "reports" / "comparison.json").read_text())
     return {f"{r['domain']}/{r['regime']}": r for r in rows}
+
+
+def stage_walls(starts: list[tuple[str, float]], end: float) -> dict[str, float]:
+    """Each stage's wall seconds from the stages' start times, in order (DVC runs one stage at a time): until the
+    next stage starts, the last one until ``end``."""
+    if not starts:
+        return {}
+    ends = [t for _, t in starts[1:]] + [end]
+    return {stage: stop - start for (stage, start), stop in zip(starts, ends, strict=True)}
+
+
+def run_logged(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> tuple[int, dict[str, float]]:
+    """Run ``cmd``, its output into ``log`` as it comes; its exit status and each stage's wall seconds
+    (:func:`stage_walls` of the ``Running stage`` lines' arrival times)."""
+    starts: list[tuple[str, float]] = []
+    t0 = time.perf_counter()
+    with log.open("wb") as out, subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                                                 stderr=subprocess.STDOUT) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # split at b"\n" only: progress bars' b"\r" stay as they are
+            out.write(line)
+            if match := STAGE_START.match(line):
+                starts.append((match.group(1).decode(), time.perf_counter() - t0))
+    return proc.returncode, stage_walls(starts, time.perf_counter() - t0)
+
+
+def compare_stages(before: Path, after: Path) -> dict[str, Any]:
+    """Every stage's wall in both runs (``stages.json`` of each checkout; ``null`` where a run has no wall for
+    it) and the stages that took longer after; empty when either checkout has no ``stages.json``."""
+    files = [p / "stages.json" for p in (before, after)]
+    if not all(f.is_file() for f in files):
+        return {}
+    old, new = (json.loads(f.read_text()) for f in files)
+    rows = [{"stage": stage, "before": old.get(stage), "after": new.get(stage),
+             "speedup": old[stage] / new[stage] if old.get(stage) and new.get(stage) else None}
+            for stage in [*old, *(s for s in new if s not in old)]]
+    return {"stage_seconds": rows,
+            "slower_stages": [r["stage"] for r in rows if r["speedup"] is not None and r["speedup"] < 1]}
 
 
 def compare(before: Path, after: Path) -> dict[str, Any]:
@@ -62,6 +105,7 @@ def compare(before: Path, after: Path) -> dict[str, Any]:
         out[f"extract_items_per_second_{side}"] = {f"{d}/{s}": float(rate) for d, s, _, rate in EXTRACT.findall(text)}
     out["same_winners"] = ({r["row"].split("/")[0]: r["row"] for r in out["rows"] if r["before"]["winner"]} ==
                            {r["row"].split("/")[0]: r["row"] for r in out["rows"] if r["after"]["winner"]})
+    out.update(compare_stages(before, after))
     return out
 
 
@@ -107,12 +151,11 @@ def run_pair(domains: list[str], workdir: Path) -> tuple[Path, Path, dict[str, f
         project = projects.make_project(REPO_ROOT, workdir / side, side_params, env)
         side_env = {**env, "TRANSFERLAB_CACHE": str(workdir / f"{side}-cache")}  # empty: auto measures
         t0 = time.perf_counter()
-        with (project / "repro.log").open("w") as log:
-            proc = subprocess.run(["dvc", "repro", "-f"], cwd=project, env=side_env, stdout=log,
-                                  stderr=subprocess.STDOUT, text=True)
+        returncode, walls = run_logged(["dvc", "repro", "-f"], project, side_env, project / "repro.log")
         seconds[side] = time.perf_counter() - t0
-        if proc.returncode != 0:
-            raise RuntimeError(f"dvc repro -f in {project} exited {proc.returncode}; see its repro.log")
+        if returncode != 0:
+            raise RuntimeError(f"dvc repro -f in {project} exited {returncode}; see its repro.log")
+        (project / "stages.json").write_text(json.dumps(walls, indent=1))
         print(f"{side}: {seconds[side]:.1f} s", flush=True)
         folders[side] = project
     return folders["before"], folders["after"], seconds
